@@ -1,0 +1,363 @@
+"""The user-facing entry point: turn K losses into one balanced update of the model's ``.grad``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import torch
+from torch import Tensor
+
+from .engine import (
+    accumulate_flat,
+    backward_weighted,
+    flat_jacobian,
+    gramian_blockwise,
+    jacobian_batched,
+    jacobian_loop,
+    reachable_leaves,
+)
+from .methods._base import Inputs, Method, Output, TaskGrad
+
+Mode = Literal["auto", "loop", "batched", "gramian", "representation"]
+LossFn = Callable[[Any], "Tensor | Sequence[Tensor] | tuple[Any, Tensor]"]
+
+__all__ = ["Balancer", "NonFiniteLossError", "StepInfo"]
+
+
+class NonFiniteLossError(FloatingPointError):
+    """A loss (or the Gramian) was NaN or infinite; the message names the objective."""
+
+
+@dataclass
+class StepInfo:
+    """Diagnostics of one step, as tensors on the model's device (nothing is synchronised).
+
+    ``cosines`` are the pairwise cosines of the per-objective gradients (negative = conflict),
+    ``grad_norms`` their norms; both are derived from the Gramian and absent for loss-only methods.
+    ``info`` holds method-specific values such as the solver ``residual``.
+    """
+
+    losses: Tensor
+    weights: Tensor | None = None
+    gramian: Tensor | None = None
+    cosines: Tensor | None = None
+    grad_norms: Tensor | None = None
+    info: dict[str, Tensor] = field(default_factory=dict)
+    skipped: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain Python values (this synchronises with the device; call it when logging)."""
+        out: dict[str, Any] = {"skipped": self.skipped, "losses": self.losses.tolist()}
+        for name in ("weights", "cosines", "grad_norms"):
+            value = getattr(self, name)
+            if value is not None:
+                out[name] = value.tolist()
+        out.update({k: v.tolist() for k, v in self.info.items()})
+        return out
+
+
+def _as_loss_vector(losses: Tensor | Sequence[Tensor]) -> Tensor:
+    if isinstance(losses, Tensor):
+        if losses.dim() != 1:
+            raise ValueError(f"losses must be a 1-D tensor of K objectives, got shape {tuple(losses.shape)}")
+        vec = losses
+    else:
+        items = list(losses)
+        for i, loss in enumerate(items):
+            if not isinstance(loss, Tensor):
+                raise TypeError(f"objective {i}: expected a tensor, got {type(loss).__name__}")
+            if loss.numel() != 1:
+                raise ValueError(
+                    f"objective {i}: the loss must be a scalar, got shape {tuple(loss.shape)} "
+                    "(reduce it, e.g. with .mean())"
+                )
+        if not items:
+            raise ValueError("no losses were given")
+        vec = torch.stack([loss.reshape(()) for loss in items])
+    if vec.shape[0] == 0:
+        raise ValueError("no losses were given")
+    if not vec.requires_grad:
+        raise ValueError("the losses do not require grad: compute them from the model's parameters")
+    return vec
+
+
+def _cosines(gramian: Tensor) -> tuple[Tensor, Tensor]:
+    norms = gramian.diagonal().clamp_min(0).sqrt()
+    denom = torch.outer(norms, norms)
+    cos = torch.where(denom > 0, gramian / denom.clamp_min(torch.finfo(gramian.dtype).tiny), 0.0)
+    return cos, norms
+
+
+class Balancer:
+    """Combine K objectives into one update of ``.grad``, using a :class:`~molearn.methods.Method`.
+
+    Two ways of use (both write ``.grad``; the optimiser is yours):
+
+    * drop-in, for single-batch methods: replace ``sum(losses).backward()`` by ``bal.backward(losses)``;
+      methods that learn from the losses after the step (FAMO) also want ``bal.update(new_losses)``.
+    * closure-driven, for every method: ``bal.step(loss_fn, batches, optimizer)`` draws as many
+      independent batches as the method needs, computes the update, steps the optimiser and feeds
+      post-step losses back to the method.
+
+    Args:
+        method: the balancing method.
+        shared: the shared parameters (the trunk). They receive the combined direction.
+        tasks: task-specific parameters (heads). ``None``: every other leaf the losses depend on,
+            found from the first step's graph. They receive ``∇ Σ_i c_i L_i`` with ``c = 1``
+            (``task_grad="own"``) or ``c = w`` (``"weighted"``); default: the method's official
+            convention (:attr:`Method.task_grad`).
+        mode: how per-objective gradients are computed when the method needs them: ``"loop"`` (K
+            backward passes), ``"batched"`` (one batched vector-Jacobian product), ``"gramian"`` (the
+            K×K Gramian accumulated block by block, never holding the K×P Jacobian) or
+            ``"representation"`` (gradients w.r.t. a shared feature tensor passed as ``features``, as in
+            MGDA-UB). ``"auto"``: ``"gramian"`` for Gramian methods, ``"loop"`` for Jacobian methods.
+        on_nonfinite: ``"raise"`` a :class:`NonFiniteLossError` naming the objective, or ``"skip"``
+            the step (no gradient written, :attr:`skipped_steps` incremented, ``StepInfo.skipped``).
+        check_finite: set to ``False`` to remove the one host synchronisation per step that the
+            check costs (e.g. under CUDA-graph capture); NaNs then propagate.
+    """
+
+    def __init__(
+        self,
+        method: Method,
+        shared: Iterable[Tensor],
+        tasks: Iterable[Tensor] | None = None,
+        *,
+        mode: Mode = "auto",
+        task_grad: TaskGrad | None = None,
+        on_nonfinite: Literal["raise", "skip"] = "raise",
+        check_finite: bool = True,
+    ) -> None:
+        if not isinstance(method, Method):
+            raise TypeError(f"method must be a molearn Method, got {type(method).__name__}")
+        self.method = method
+        self.shared = list(shared)
+        if not self.shared:
+            raise ValueError("the list of shared parameters is empty")
+        for i, p in enumerate(self.shared):
+            if not isinstance(p, Tensor):
+                raise TypeError(f"shared parameter {i} is a {type(p).__name__}, not a tensor")
+            if not p.requires_grad:
+                raise ValueError(f"shared parameter {i} (shape {tuple(p.shape)}) does not require grad")
+        self._tasks = None if tasks is None else list(tasks)
+        if mode not in ("auto", "loop", "batched", "gramian", "representation"):
+            raise ValueError(f"unknown mode {mode!r}")
+        needs = method.needs
+        if needs.jacobian and mode == "gramian":
+            raise ValueError(
+                f"{type(method).__name__} needs the Jacobian; mode='gramian' never forms it "
+                "(use 'loop', 'batched' or 'representation')"
+            )
+        self.mode: Mode = mode
+        self.task_grad: TaskGrad = task_grad or method.task_grad
+        if self.task_grad not in ("own", "weighted"):
+            raise ValueError(f"task_grad must be 'own' or 'weighted', got {self.task_grad!r}")
+        if on_nonfinite not in ("raise", "skip"):
+            raise ValueError(f"on_nonfinite must be 'raise' or 'skip', got {on_nonfinite!r}")
+        self.on_nonfinite = on_nonfinite
+        self.check_finite = check_finite
+        self.skipped_steps = 0
+        self._last_batch: Any = None
+        self._last_losses: Tensor | None = None
+
+    # ------------------------------------------------------------------ helpers
+    def _resolved_mode(self) -> str:
+        if self.mode != "auto":
+            return self.mode
+        return "loop" if self.method.needs.jacobian else "gramian"
+
+    def _task_params(self, losses: Tensor) -> list[Tensor]:
+        if self._tasks is None:
+            shared_ids = {id(p) for p in self.shared}
+            self._tasks = [t for t in reachable_leaves([losses]) if id(t) not in shared_ids]
+        return self._tasks
+
+    def _finite(self, losses: Tensor, what: str = "loss") -> bool:
+        if not self.check_finite:
+            return True
+        bad = ~torch.isfinite(losses.detach())
+        if not bool(bad.any()):
+            return True
+        if self.on_nonfinite == "skip":
+            self.skipped_steps += 1
+            return False
+        idx = bad.nonzero().flatten().tolist()
+        if what == "loss":
+            vals = [float(losses[i]) for i in idx]
+            raise NonFiniteLossError(f"non-finite loss for objective(s) {idx}: {vals}")
+        raise NonFiniteLossError(f"non-finite gradient for objective(s) {idx} (their Gramian row is NaN/Inf)")
+
+    def _gradients(
+        self, losses: Tensor, features: Tensor | None
+    ) -> tuple[Tensor | None, Tensor | None, list[Tensor]]:
+        """Return (gramian, jacobian, inputs differentiated) as the method's needs and the mode ask."""
+        needs = self.method.needs
+        mode = self._resolved_mode()
+        if mode == "representation":
+            if features is None:
+                raise ValueError("mode='representation' needs the shared features: backward(losses, features=z)")
+            inputs = [features]
+        else:
+            inputs = self.shared
+        if not needs.gradients:
+            return None, None, inputs
+        if mode == "gramian":
+            return gramian_blockwise(losses, inputs), None, inputs
+        if mode == "batched" or (mode == "representation"):
+            blocks = jacobian_batched(losses, inputs)
+        else:
+            blocks = jacobian_loop(losses, inputs)
+        jac = flat_jacobian(blocks)
+        jg = jac.to(torch.float64 if jac.dtype == torch.float64 else torch.float32)
+        return jg @ jg.T, jac, inputs
+
+    def _inputs(self, losses: Tensor, features: Tensor | None) -> tuple[Inputs, Tensor | None, list[Tensor]] | None:
+        if not self._finite(losses):
+            return None
+        gramian, jac, diff_inputs = self._gradients(losses, features)
+        if gramian is not None and not self._finite(gramian.diagonal(), what="gradient"):
+            return None
+        needs = self.method.needs
+        return (
+            Inputs(
+                losses=losses.detach(),
+                gramian=gramian if needs.gradients else None,
+                jacobian=jac if needs.jacobian else None,
+            ),
+            jac,
+            diff_inputs,
+        )
+
+    def _apply(
+        self, out: Output, losses: Tensor, jac: Tensor | None, diff_inputs: list[Tensor], retain_graph: bool
+    ) -> None:
+        tasks = self._task_params(losses)
+        k = losses.shape[0]
+        mode = self._resolved_mode()
+        if out.direction is not None:
+            if not self.method.needs.jacobian:
+                raise TypeError(f"{type(self.method).__name__} returned a direction without declaring Needs.jacobian")
+            if mode == "representation":
+                feat = diff_inputs[0]
+                torch.autograd.backward(
+                    feat, out.direction.view_as(feat).to(feat.dtype), inputs=self.shared, retain_graph=True
+                )
+            else:
+                accumulate_flat(self.shared, out.direction)
+            coeff = torch.ones(k, dtype=losses.dtype, device=losses.device)
+            backward_weighted(losses, coeff, tasks, retain_graph=retain_graph)
+            return
+        if out.weights is None:
+            raise TypeError(f"{type(self.method).__name__}.combine returned neither weights nor a direction")
+        w = out.weights
+        if w.shape != (k,):
+            raise ValueError(f"{type(self.method).__name__} returned weights of shape {tuple(w.shape)}, expected ({k},)")
+        own = self.task_grad == "own"
+        if jac is not None and mode in ("loop", "batched"):
+            accumulate_flat(self.shared, w.to(jac.dtype) @ jac)
+            coeff = torch.ones_like(w) if own else w
+            backward_weighted(losses, coeff, tasks, retain_graph=retain_graph)
+        elif own and tasks:
+            backward_weighted(losses, w, self.shared, retain_graph=True)
+            backward_weighted(losses, torch.ones_like(w), tasks, retain_graph=retain_graph)
+        else:
+            backward_weighted(losses, w, [*self.shared, *tasks], retain_graph=retain_graph)
+
+    def _info(self, inputs: Inputs, out: Output) -> StepInfo:
+        info = StepInfo(losses=inputs.losses, weights=out.weights, info=dict(out.info))
+        if inputs.gramian is not None:
+            info.gramian = inputs.gramian
+            info.cosines, info.grad_norms = _cosines(inputs.gramian)
+        return info
+
+    # ------------------------------------------------------------------ public API
+    def backward(
+        self, losses: Tensor | Sequence[Tensor], *, features: Tensor | None = None, retain_graph: bool = False
+    ) -> StepInfo:
+        """Drop-in replacement for ``sum(losses).backward()`` (single-batch methods only)."""
+        needs = self.method.needs
+        if needs.batches > 1 or needs.closure:
+            raise TypeError(
+                f"{type(self.method).__name__} needs {needs.batches} independent batches"
+                f"{' and a closure' if needs.closure else ''}: use Balancer.step(loss_fn, batches, optimizer)"
+            )
+        vec = _as_loss_vector(losses)
+        prepared = self._inputs(vec, features)
+        if prepared is None:
+            return StepInfo(losses=vec.detach(), skipped=True)
+        inputs, jac, diff_inputs = prepared
+        out = self.method.combine(inputs)
+        self._apply(out, vec, jac, diff_inputs, retain_graph)
+        self._last_losses = inputs.losses
+        return self._info(inputs, out)
+
+    def update(self, losses_after: Tensor | Sequence[Tensor]) -> None:
+        """Feed the losses re-computed on the same batch after the optimiser step (FAMO)."""
+        if self._last_losses is None:
+            raise RuntimeError("update() called before any backward()/step()")
+        after = torch.stack([torch.as_tensor(x).reshape(()) for x in losses_after]).detach()
+        if after.shape != self._last_losses.shape:
+            raise ValueError(f"expected {self._last_losses.shape[0]} losses, got {after.shape[0]}")
+        if self.check_finite and not bool(torch.isfinite(after).all()):
+            if self.on_nonfinite == "raise":
+                bad = (~torch.isfinite(after)).nonzero().flatten().tolist()
+                raise NonFiniteLossError(f"non-finite post-step loss for objective(s) {bad}")
+            return
+        self.method.after_step(self._last_losses, after.to(self._last_losses.dtype))
+
+    def step(
+        self,
+        loss_fn: LossFn,
+        batches: Iterator[Any] | Callable[[], Any],
+        optimizer: torch.optim.Optimizer | None = None,
+        *,
+        zero_grad: bool = True,
+    ) -> StepInfo:
+        """One full step for any method: draw batches, combine, step the optimiser, post-step update.
+
+        ``loss_fn(batch)`` returns the K losses (or ``(losses, features)`` in representation mode);
+        ``batches`` is an iterator (``next`` is called once per independent batch the method needs) or a
+        zero-argument callable returning a batch.
+        """
+        needs = self.method.needs
+        draw = batches if callable(batches) and not isinstance(batches, Iterator) else lambda: next(batches)  # type: ignore[arg-type]
+        if optimizer is not None and zero_grad:
+            optimizer.zero_grad(set_to_none=True)
+        extra: list[Inputs] = []
+        prepared = None
+        vec = None
+        batch = None
+        for b in range(needs.batches):
+            batch = draw()
+            result = loss_fn(batch)
+            losses, features = (result if isinstance(result, tuple) and len(result) == 2 and isinstance(result[1], Tensor)
+                                and self._resolved_mode() == "representation" else (result, None))
+            vec = _as_loss_vector(losses)
+            prepared = self._inputs(vec, features)
+            if prepared is None:
+                return StepInfo(losses=vec.detach(), skipped=True)
+            if b < needs.batches - 1:
+                extra.append(prepared[0])
+        assert prepared is not None and vec is not None
+        inputs, jac, diff_inputs = prepared
+        inputs.extra = extra
+        out = self.method.combine(inputs)
+        self._apply(out, vec, jac, diff_inputs, retain_graph=False)
+        self._last_losses = inputs.losses
+        if optimizer is not None:
+            optimizer.step()
+            if needs.after_step:
+                with torch.no_grad():
+                    after = loss_fn(batch)
+                after = after[0] if isinstance(after, tuple) and len(after) == 2 and isinstance(after[1], Tensor) else after
+                self.update(after if isinstance(after, Tensor) else list(after))
+        return self._info(inputs, out)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"method": self.method.state_dict(), "skipped_steps": self.skipped_steps}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.method.load_state_dict(state["method"])
+        self.skipped_steps = int(state.get("skipped_steps", 0))

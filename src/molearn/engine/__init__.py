@@ -1,0 +1,14 @@
+"""Per-objective gradients and writing combined directions back into ``.grad``: the only hot path."""
+
+from ._grads import flat_jacobian, gramian_blockwise, jacobian_batched, jacobian_loop
+from ._write import accumulate_flat, backward_weighted, reachable_leaves
+
+__all__ = [
+    "accumulate_flat",
+    "backward_weighted",
+    "flat_jacobian",
+    "gramian_blockwise",
+    "jacobian_batched",
+    "jacobian_loop",
+    "reachable_leaves",
+]

@@ -1,0 +1,120 @@
+"""Method API: what a method needs from the engine, what it receives and what it returns."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal
+
+import torch
+from torch import Tensor
+
+TaskGrad = Literal["own", "weighted"]
+
+
+@dataclass(frozen=True)
+class Needs:
+    """What a method asks the engine for (the engine provides exactly that and nothing more).
+
+    Attributes:
+        gramian: the K×K Gramian ``G Gᵀ`` of the per-objective gradients.
+        jacobian: the K×P matrix ``G`` itself (rows are per-objective gradients); implies ``gramian``.
+        batches: independent mini-batches per step (MoDo/SDMGrad: 2-3). Only the closure-driven
+            :meth:`molearn.Balancer.step` can provide more than one.
+        after_step: the losses re-evaluated on the same batch after the optimiser step (FAMO).
+        closure: the loss function itself, to re-evaluate the losses at perturbed parameters (SAMO).
+    """
+
+    gramian: bool = False
+    jacobian: bool = False
+    batches: int = 1
+    after_step: bool = False
+    closure: bool = False
+
+    @property
+    def gradients(self) -> bool:
+        """Whether per-objective gradients must be computed at all."""
+        return self.gramian or self.jacobian
+
+
+@dataclass
+class Inputs:
+    """What the engine hands to :meth:`Method.combine` for one mini-batch.
+
+    ``losses`` are detached, shape (K,). ``gramian`` (K×K) and ``jacobian`` (K×P) are present when the
+    method declared them in :class:`Needs`. ``extra`` holds the other independent mini-batches (same
+    fields) for methods with ``Needs.batches > 1``; the direction is applied to this (the last) one.
+    """
+
+    losses: Tensor
+    gramian: Tensor | None = None
+    jacobian: Tensor | None = None
+    extra: list[Inputs] = field(default_factory=list)
+
+    @property
+    def num_objectives(self) -> int:
+        return int(self.losses.shape[0])
+
+
+@dataclass
+class Output:
+    """What a method returns.
+
+    Exactly one of ``weights`` (K,) and ``direction`` (P,) is set. With ``weights`` the update of the
+    shared parameters is ``Σ_i w_i ∇L_i`` (computed by the engine as ``Jᵀw`` or by one backward of
+    ``Σ_i w_i L_i``). ``direction`` is only allowed for methods that declared ``Needs.jacobian``.
+    ``info`` carries method diagnostics (e.g. ``residual`` of its solver), as tensors, never synced.
+    """
+
+    weights: Tensor | None = None
+    direction: Tensor | None = None
+    info: dict[str, Tensor] = field(default_factory=dict)
+
+
+class Method:
+    """Base class of every multi-objective method.
+
+    A subclass sets ``needs`` and implements :meth:`combine`. Stateful methods override
+    :meth:`state_dict`, :meth:`load_state_dict` and :meth:`reset`. ``task_grad`` is the convention the
+    official code uses for task-specific parameters: ``"own"`` (each head gets ``∇L_i``, as in the
+    Nash-MTL/FairGrad/LibMTL gradient methods) or ``"weighted"`` (``∇ w_i L_i``, as in loss-weighting
+    methods that back-propagate ``Σ w_i L_i``). :class:`molearn.Balancer` lets the user override it.
+    """
+
+    needs: ClassVar[Needs] = Needs()
+    task_grad: ClassVar[TaskGrad] = "own"
+
+    def combine(self, inputs: Inputs) -> Output:
+        raise NotImplementedError
+
+    def after_step(self, losses_before: Tensor, losses_after: Tensor) -> None:
+        """Called with the losses on the same batch before and after the optimiser step (FAMO)."""
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state:
+            raise ValueError(f"{type(self).__name__} is stateless but got state keys {sorted(state)}")
+
+    def reset(self) -> None:
+        """Forget everything learnt so far (stateless methods: nothing to do)."""
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_"))
+        return f"{type(self).__name__}({args})"
+
+
+def check_gramian(gramian: Tensor | None, name: str) -> Tensor:
+    if gramian is None:
+        raise ValueError(f"{name} needs the Gramian but the engine provided none")
+    return gramian
+
+
+def check_jacobian(jacobian: Tensor | None, name: str) -> Tensor:
+    if jacobian is None:
+        raise ValueError(f"{name} needs the Jacobian but the engine provided none")
+    return jacobian
+
+
+def as_float64(x: Tensor) -> Tensor:
+    return x.to(torch.float64)
