@@ -118,3 +118,26 @@ def check_jacobian(jacobian: Tensor | None, name: str) -> Tensor:
 
 def as_float64(x: Tensor) -> Tensor:
     return x.to(torch.float64)
+
+
+def _all_subclasses(cls: type) -> list[type]:
+    out = []
+    for sub in cls.__subclasses__():
+        out.append(sub)
+        out.extend(_all_subclasses(sub))
+    return out
+
+
+def registry() -> dict[str, type[Method]]:
+    """All methods by lower-case class name (``"mgda"``, ``"cagrad"``, ...), for configs and the CLI."""
+    return {c.__name__.lower(): c for c in _all_subclasses(Method) if not c.__name__.startswith("_")}
+
+
+def get(name: str, **kwargs: Any) -> Method:
+    """Construct a method from its (case-insensitive) name and keyword arguments."""
+    table = registry()
+    key = name.lower().replace("-", "").replace("_", "")
+    table_norm = {k.replace("_", ""): v for k, v in table.items()}
+    if key not in table_norm:
+        raise KeyError(f"unknown method {name!r}; known: {', '.join(sorted(table))}")
+    return table_norm[key](**kwargs)
