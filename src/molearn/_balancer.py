@@ -58,11 +58,14 @@ class StepInfo:
         return out
 
 
-def _as_loss_vector(losses: Tensor | Sequence[Tensor]) -> Tensor:
+def _as_loss_vector(losses: Tensor | Sequence[Tensor]) -> tuple[Tensor, list[Tensor]]:
+    """The losses as a (K,) tensor, plus the individual scalars (differentiated one by one in loop mode,
+    so that one objective's backward pass never runs through the others' graphs)."""
     if isinstance(losses, Tensor):
         if losses.dim() != 1:
             raise ValueError(f"losses must be a 1-D tensor of K objectives, got shape {tuple(losses.shape)}")
         vec = losses
+        items = list(vec.unbind())
     else:
         items = list(losses)
         for i, loss in enumerate(items):
@@ -75,12 +78,13 @@ def _as_loss_vector(losses: Tensor | Sequence[Tensor]) -> Tensor:
                 )
         if not items:
             raise ValueError("no losses were given")
-        vec = torch.stack([loss.reshape(()) for loss in items])
+        items = [loss.reshape(()) for loss in items]
+        vec = torch.stack(items)
     if vec.shape[0] == 0:
         raise ValueError("no losses were given")
     if not vec.requires_grad:
         raise ValueError("the losses do not require grad: compute them from the model's parameters")
-    return vec
+    return vec, items
 
 
 def _cosines(gramian: Tensor) -> tuple[Tensor, Tensor]:
@@ -185,19 +189,21 @@ class Balancer:
             return False
         idx = bad.nonzero().flatten().tolist()
         if what == "loss":
-            vals = [float(losses[i]) for i in idx]
+            vals = [float(losses.detach()[i]) for i in idx]
             raise NonFiniteLossError(f"non-finite loss for objective(s) {idx}: {vals}")
         raise NonFiniteLossError(f"non-finite gradient for objective(s) {idx} (their Gramian row is NaN/Inf)")
 
     def _gradients(
-        self, losses: Tensor, features: Tensor | None
+        self, losses: Tensor, items: list[Tensor], features: Tensor | None
     ) -> tuple[Tensor | None, Tensor | None, list[Tensor]]:
         """Return (gramian, jacobian, inputs differentiated) as the method's needs and the mode ask."""
         needs = self.method.needs
         mode = self._resolved_mode()
         if mode == "representation":
             if features is None:
-                raise ValueError("mode='representation' needs the shared features: backward(losses, features=z)")
+                raise ValueError(
+                    "mode='representation' needs the shared features: backward(losses, features=z)"
+                )
             inputs = [features]
         else:
             inputs = self.shared
@@ -208,15 +214,17 @@ class Balancer:
         if mode == "batched" or (mode == "representation"):
             blocks = jacobian_batched(losses, inputs)
         else:
-            blocks = jacobian_loop(losses, inputs)
+            blocks = jacobian_loop(items, inputs)
         jac = flat_jacobian(blocks)
         jg = jac.to(torch.float64 if jac.dtype == torch.float64 else torch.float32)
         return jg @ jg.T, jac, inputs
 
-    def _inputs(self, losses: Tensor, features: Tensor | None) -> tuple[Inputs, Tensor | None, list[Tensor]] | None:
+    def _inputs(
+        self, losses: Tensor, items: list[Tensor], features: Tensor | None
+    ) -> tuple[Inputs, Tensor | None, list[Tensor]] | None:
         if not self._finite(losses):
             return None
-        gramian, jac, diff_inputs = self._gradients(losses, features)
+        gramian, jac, diff_inputs = self._gradients(losses, items, features)
         if gramian is not None and not self._finite(gramian.diagonal(), what="gradient"):
             return None
         needs = self.method.needs
@@ -238,7 +246,9 @@ class Balancer:
         mode = self._resolved_mode()
         if out.direction is not None:
             if not self.method.needs.jacobian:
-                raise TypeError(f"{type(self.method).__name__} returned a direction without declaring Needs.jacobian")
+                raise TypeError(
+                    f"{type(self.method).__name__} returned a direction without declaring Needs.jacobian"
+                )
             if mode == "representation":
                 feat = diff_inputs[0]
                 torch.autograd.backward(
@@ -253,7 +263,9 @@ class Balancer:
             raise TypeError(f"{type(self.method).__name__}.combine returned neither weights nor a direction")
         w = out.weights
         if w.shape != (k,):
-            raise ValueError(f"{type(self.method).__name__} returned weights of shape {tuple(w.shape)}, expected ({k},)")
+            raise ValueError(
+                f"{type(self.method).__name__} returned weights of shape {tuple(w.shape)}, expected ({k},)"
+            )
         own = self.task_grad == "own"
         if jac is not None and mode in ("loop", "batched"):
             accumulate_flat(self.shared, w.to(jac.dtype) @ jac)
@@ -272,6 +284,14 @@ class Balancer:
             info.cosines, info.grad_norms = _cosines(inputs.gramian)
         return info
 
+    def _split(self, result: Any) -> tuple[Any, Tensor | None]:
+        """``loss_fn`` returns the losses, or ``(losses, features)`` in representation mode."""
+        if self._resolved_mode() == "representation":
+            if not (isinstance(result, tuple) and len(result) == 2):
+                raise ValueError("in mode='representation', loss_fn must return (losses, features)")
+            return result[0], result[1]
+        return result, None
+
     # ------------------------------------------------------------------ public API
     def backward(
         self, losses: Tensor | Sequence[Tensor], *, features: Tensor | None = None, retain_graph: bool = False
@@ -283,8 +303,8 @@ class Balancer:
                 f"{type(self.method).__name__} needs {needs.batches} independent batches"
                 f"{' and a closure' if needs.closure else ''}: use Balancer.step(loss_fn, batches, optimizer)"
             )
-        vec = _as_loss_vector(losses)
-        prepared = self._inputs(vec, features)
+        vec, items = _as_loss_vector(losses)
+        prepared = self._inputs(vec, items, features)
         if prepared is None:
             return StepInfo(losses=vec.detach(), skipped=True)
         inputs, jac, diff_inputs = prepared
@@ -297,7 +317,10 @@ class Balancer:
         """Feed the losses re-computed on the same batch after the optimiser step (FAMO)."""
         if self._last_losses is None:
             raise RuntimeError("update() called before any backward()/step()")
-        after = torch.stack([torch.as_tensor(x).reshape(()) for x in losses_after]).detach()
+        if isinstance(losses_after, Tensor):
+            after = losses_after.detach().reshape(-1)
+        else:
+            after = torch.stack([torch.as_tensor(x).reshape(()) for x in losses_after]).detach()
         if after.shape != self._last_losses.shape:
             raise ValueError(f"expected {self._last_losses.shape[0]} losses, got {after.shape[0]}")
         if self.check_finite and not bool(torch.isfinite(after).all()):
@@ -322,7 +345,15 @@ class Balancer:
         zero-argument callable returning a batch.
         """
         needs = self.method.needs
-        draw = batches if callable(batches) and not isinstance(batches, Iterator) else lambda: next(batches)  # type: ignore[arg-type]
+        if isinstance(batches, Iterator):
+            iterator = batches
+
+            def draw() -> Any:
+                return next(iterator)
+        elif callable(batches):
+            draw = batches
+        else:
+            raise TypeError("batches must be an iterator (e.g. iter(loader)) or a callable returning a batch")
         if optimizer is not None and zero_grad:
             optimizer.zero_grad(set_to_none=True)
         extra: list[Inputs] = []
@@ -331,11 +362,9 @@ class Balancer:
         batch = None
         for b in range(needs.batches):
             batch = draw()
-            result = loss_fn(batch)
-            losses, features = (result if isinstance(result, tuple) and len(result) == 2 and isinstance(result[1], Tensor)
-                                and self._resolved_mode() == "representation" else (result, None))
-            vec = _as_loss_vector(losses)
-            prepared = self._inputs(vec, features)
+            losses, features = self._split(loss_fn(batch))
+            vec, items = _as_loss_vector(losses)
+            prepared = self._inputs(vec, items, features)
             if prepared is None:
                 return StepInfo(losses=vec.detach(), skipped=True)
             if b < needs.batches - 1:
@@ -350,9 +379,8 @@ class Balancer:
             optimizer.step()
             if needs.after_step:
                 with torch.no_grad():
-                    after = loss_fn(batch)
-                after = after[0] if isinstance(after, tuple) and len(after) == 2 and isinstance(after[1], Tensor) else after
-                self.update(after if isinstance(after, Tensor) else list(after))
+                    after, _ = self._split(loss_fn(batch))
+                self.update(after)
         return self._info(inputs, out)
 
     def state_dict(self) -> dict[str, Any]:

@@ -68,9 +68,12 @@ def test_balancer_writes_weighted_direction(mode: str, bn: bool) -> None:
     got = torch.cat([p.grad.flatten() for p in model.trunk.parameters()])
     torch.testing.assert_close(got, info.weights @ ref, rtol=1e-5, atol=1e-6)
     # heads get their own loss's gradient (official convention of gradient methods)
-    for i, head in enumerate(model.heads):
-        model2 = head
-        assert model2.weight.grad is not None
+    head_grads = [h.weight.grad.clone() for h in model.heads]
+    model.zero_grad()
+    torch.manual_seed(1)
+    losses_of(model, x, y)[0].sum().backward()
+    for h, g in zip(model.heads, head_grads):
+        torch.testing.assert_close(g, h.weight.grad)
     assert info.cosines is not None and info.cosines.shape == (3, 3)
 
 

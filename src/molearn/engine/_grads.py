@@ -19,10 +19,16 @@ def _eye_like(losses: Tensor) -> Tensor:
     return torch.eye(losses.shape[0], dtype=losses.dtype, device=losses.device)
 
 
-def jacobian_loop(losses: Tensor, inputs: Sequence[Tensor], *, retain_graph: bool = True) -> list[Tensor]:
-    """K backward passes; returns one (K, *shape) tensor per input."""
+def jacobian_loop(
+    losses: Tensor | Sequence[Tensor], inputs: Sequence[Tensor], *, retain_graph: bool = True
+) -> list[Tensor]:
+    """K backward passes, one per loss; returns one (K, *shape) tensor per input.
+
+    Pass the K scalar losses as a sequence (not a stacked tensor) so that each pass only runs through
+    its own objective's graph.
+    """
     rows: list[tuple[Tensor, ...]] = []
-    k = losses.shape[0]
+    k = len(losses)
     for i in range(k):
         grads = torch.autograd.grad(
             losses[i],

@@ -42,7 +42,9 @@ def weights(method: Method, jac: Tensor, losses: Tensor | None = None) -> Tensor
     return out.weights
 
 
-def jacobian_families(k: int, p: int = 20, dtype: torch.dtype = torch.float64, seed: int = 0) -> Iterator[tuple[str, Tensor]]:
+def jacobian_families(
+    k: int, p: int = 20, dtype: torch.dtype = torch.float64, seed: int = 0
+) -> Iterator[tuple[str, Tensor]]:
     """Random, conflicting, rank-1, rank-deficient, zero, one-zero-row and scaled Jacobians (K×P)."""
     gen = torch.Generator().manual_seed(seed)
     rand = torch.randn(k, p, generator=gen, dtype=dtype)
@@ -76,7 +78,9 @@ def assert_non_conflicting(d: Tensor, jac: Tensor, rtol: float = 1e-6) -> None:
     assert (jac @ d >= -rtol * scale - 1e-12).all(), f"conflicting direction: J d = {jac @ d}"
 
 
-def assert_permutation_equivariant(method: Method, jac: Tensor, atol: float = 1e-7, rtol: float = 1e-5) -> None:
+def assert_permutation_equivariant(
+    method: Method, jac: Tensor, atol: float = 1e-7, rtol: float = 1e-5
+) -> None:
     """Permuting the objectives does not change the direction (weights permute with them)."""
     losses = torch.linspace(1.0, 2.0, jac.shape[0], dtype=jac.dtype)
     d = direction(method, jac, losses)
