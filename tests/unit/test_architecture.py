@@ -1,0 +1,50 @@
+"""Structure guards: layers import only downward, no host sync in the hot path, docs cover every method."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import molearn
+
+SRC = Path(molearn.__file__).resolve().parent
+ROOT = SRC.parents[1]
+
+FORBIDDEN = {
+    "engine": ("methods", "solvers", "_balancer", "bench", "cli"),
+    "solvers": ("methods", "engine", "_balancer", "bench", "cli"),
+    "methods": ("engine", "_balancer", "bench", "cli"),
+}
+
+
+def _imports(path: Path) -> list[str]:
+    text = path.read_text()
+    return re.findall(r"^\s*(?:from|import)\s+([\w.]+)", text, flags=re.MULTILINE)
+
+
+def test_layers_import_only_downward() -> None:
+    for layer, banned in FORBIDDEN.items():
+        for path in (SRC / layer).glob("*.py"):
+            for mod in _imports(path):
+                parts = mod.lstrip(".").split(".")
+                assert not any(p in banned for p in parts if p), f"{path.name} in {layer}/ imports {mod}"
+
+
+def test_hot_path_has_no_host_sync_or_numpy() -> None:
+    pattern = re.compile(r"\.item\(\)|\.tolist\(\)|\.numpy\(\)|\bimport numpy\b|\bimport scipy\b|from scipy")
+    for layer in ("engine", "solvers", "methods"):
+        for path in (SRC / layer).glob("*.py"):
+            # error messages of input validation may format values; an opt-in check marks its line "# sync:"
+            lines = [
+                ln
+                for ln in path.read_text().splitlines()
+                if "raise " not in ln and "Error(" not in ln and "# sync:" not in ln
+            ]
+            hits = pattern.findall("\n".join(lines))
+            assert not hits, f"{layer}/{path.name} uses {hits} (no host sync / numpy in a step)"
+
+
+def test_docs_list_every_method() -> None:
+    doc = (ROOT / "docs" / "methods.md").read_text()
+    for name, cls in molearn.methods.registry().items():
+        assert f"`{cls.__name__}`" in doc, f"docs/methods.md does not describe {cls.__name__} ({name})"
