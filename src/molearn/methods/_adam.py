@@ -1,0 +1,75 @@
+"""Adam on a method's own small parameter vector (FAMO logits, UW/IMTL-L log-scales, GradNorm logits).
+
+The official codes step these parameters with ``torch.optim.Adam``; this is the same update in float64,
+held as plain tensors so that it is sync-free (the step count is a Python int) and checkpointable.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import Tensor
+
+
+class Adam:
+    """Adam (Kingma & Ba, 2015) with ``torch.optim.Adam`` semantics, including L2 ``weight_decay``."""
+
+    def __init__(
+        self,
+        lr: float,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+    ) -> None:
+        if lr < 0:
+            raise ValueError(f"lr must be non-negative, got {lr}")
+        self.lr, self.betas, self.eps, self.weight_decay = lr, betas, eps, weight_decay
+        self.param: Tensor | None = None
+        self.m: Tensor | None = None
+        self.v: Tensor | None = None
+        self.t = 0
+
+    def init(self, value: Tensor) -> Tensor:
+        """Start from ``value`` (moments zero); returns the parameter."""
+        self.param = value.to(torch.float64).clone()
+        self.m = torch.zeros_like(self.param)
+        self.v = torch.zeros_like(self.param)
+        self.t = 0
+        return self.param
+
+    def to(self, device: torch.device) -> Tensor:
+        """Move the parameter and moments to ``device``; returns the parameter."""
+        assert self.param is not None and self.m is not None and self.v is not None
+        if self.param.device != device:
+            self.param, self.m, self.v = self.param.to(device), self.m.to(device), self.v.to(device)
+        return self.param
+
+    def step(self, grad: Tensor) -> Tensor:
+        """One descent step along ``grad``; returns the new parameter."""
+        assert self.param is not None and self.m is not None and self.v is not None
+        b1, b2 = self.betas
+        self.t += 1
+        grad = grad.to(torch.float64) + self.weight_decay * self.param
+        self.m = b1 * self.m + (1.0 - b1) * grad
+        self.v = b2 * self.v + (1.0 - b2) * grad * grad
+        denom = self.v.sqrt() / math.sqrt(1.0 - b2**self.t) + self.eps
+        self.param = self.param - (self.lr / (1.0 - b1**self.t)) * self.m / denom
+        return self.param
+
+    def state_dict(self) -> dict[str, Any]:
+        if self.param is None:
+            return {}
+        assert self.m is not None and self.v is not None
+        return {"param": self.param.clone(), "m": self.m.clone(), "v": self.v.clone(), "t": self.t}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if not state:
+            self.param = self.m = self.v = None
+            self.t = 0
+            return
+        self.param = torch.as_tensor(state["param"]).to(torch.float64).clone()
+        self.m = torch.as_tensor(state["m"]).to(torch.float64).clone()
+        self.v = torch.as_tensor(state["v"]).to(torch.float64).clone()
+        self.t = int(state["t"])
