@@ -1,0 +1,67 @@
+"""Smoke test of the benchmark scripts: each ``main`` runs on its tiniest setting and writes its tables.
+
+No timing is asserted; only that the scripts run and that their outputs have the expected rows.
+"""
+
+from __future__ import annotations
+
+import csv
+import importlib
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
+
+pytest.importorskip("torchjd")
+
+
+def _load(name: str):
+    if str(BENCH) not in sys.path:
+        sys.path.insert(0, str(BENCH))
+    return importlib.import_module(name)
+
+
+def _csv(path: Path) -> list[dict[str, str]]:
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def test_bench_solvers_quick(tmp_path: Path) -> None:
+    mod = _load("bench_solvers")
+    assert mod.main(["--quick", "--out", str(tmp_path)]) == 0
+    rows = _csv(tmp_path / "solvers.csv")
+    data = json.loads((tmp_path / "solvers.json").read_text())
+    # MGDA exists from the start: it must have been compared at K = 2 and give TorchJD's solution.
+    mgda = [r for r in rows if r["method"] == "MGDA"]
+    assert len(mgda) == 1 and mgda[0]["K"] == "2"
+    assert "error" not in mgda[0] or not mgda[0]["error"]
+    assert float(mgda[0]["molearn_s"]) > 0 and float(mgda[0]["torchjd_s"]) > 0
+    assert mgda[0]["same_solution"].startswith("yes")
+    # every paired method is either measured (one row per K) or listed as not available
+    names = {r["method"] for r in rows}
+    assert names.isdisjoint(data["missing"])
+    assert all(r["K"] == "2" for r in rows)
+    md = (tmp_path / "solvers.md").read_text()
+    assert "| MGDA | 2 |" in md and "Command:" in md and "torch:" in md
+
+
+def test_bench_step_quick(tmp_path: Path) -> None:
+    mod = _load("bench_step")
+    assert mod.main(["--quick", "--out", str(tmp_path)]) == 0
+    rows = _csv(tmp_path / "step.csv")
+    variants = {(r["model"], r["variant"]) for r in rows}
+    for model in ("mlp", "conv"):
+        assert (model, "EW") in variants
+        for mode in ("loop", "batched", "gramian", "representation"):
+            assert (model, f"grads/{mode}") in variants
+            assert (model, f"MGDA/{mode}") in variants
+        assert (model, "TorchJD MGDA") in variants
+    assert all(r["K"] == "2" for r in rows)
+    assert all(float(r["time_s"]) > 0 for r in rows)
+    steps = [r for r in rows if r["variant"].startswith("MGDA/")]
+    assert all(r["overhead_vs_grads"] != "" for r in steps)
+    md = (tmp_path / "step.md").read_text()
+    assert "## Targets" in md and "## mlp" in md and "## conv" in md
