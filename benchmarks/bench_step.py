@@ -126,7 +126,7 @@ def _k_grads(mode: str, model: MultiHead, x: Tensor, y: Tensor) -> Callable[[], 
     def fn() -> Any:
         losses, z = model.losses(x, y)
         if mode == "loop":
-            return jacobian_loop(losses, shared, retain_graph=False)
+            return jacobian_loop(list(losses.unbind()), shared, retain_graph=False, flat=True)
         if mode == "batched":
             return jacobian_batched(losses, shared, retain_graph=False)
         if mode == "gramian":

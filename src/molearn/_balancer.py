@@ -211,11 +211,11 @@ class Balancer:
             return None, None, inputs
         if mode == "gramian":
             return gramian_blockwise(losses, inputs), None, inputs
-        if mode == "batched" or (mode == "representation"):
-            blocks = jacobian_batched(losses, inputs)
+        if mode in ("batched", "representation"):
+            jac = flat_jacobian(jacobian_batched(losses, inputs))
         else:
-            blocks = jacobian_loop(items, inputs)
-        jac = flat_jacobian(blocks)
+            jac = jacobian_loop(items, inputs, flat=True)
+            assert isinstance(jac, Tensor)
         jg = jac.to(torch.float64 if jac.dtype == torch.float64 else torch.float32)
         return jg @ jg.T, jac, inputs
 

@@ -125,3 +125,14 @@ def test_dropout_loop_mode_uses_one_mask() -> None:
     j = flat_jacobian(jacobian_loop(losses, list(model.trunk.parameters())))
     jb = flat_jacobian(jacobian_batched(losses, list(model.trunk.parameters())))
     torch.testing.assert_close(j, jb)
+
+
+def test_loop_flat_writes_the_same_matrix() -> None:
+    model = MTLNet()
+    x, y = torch.randn(10, 6), torch.randn(10, 3)
+    losses = losses_of(model, x, y)[0]
+    shared = list(model.trunk.parameters())
+    blocks = jacobian_loop(list(losses.unbind()), shared)
+    flat = jacobian_loop(list(losses.unbind()), shared, flat=True)
+    assert isinstance(flat, torch.Tensor)
+    torch.testing.assert_close(flat, flat_jacobian(blocks), rtol=0, atol=0)

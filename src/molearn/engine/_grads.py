@@ -20,24 +20,39 @@ def _eye_like(losses: Tensor) -> Tensor:
 
 
 def jacobian_loop(
-    losses: Tensor | Sequence[Tensor], inputs: Sequence[Tensor], *, retain_graph: bool = True
-) -> list[Tensor]:
-    """K backward passes, one per loss; returns one (K, *shape) tensor per input.
+    losses: Tensor | Sequence[Tensor],
+    inputs: Sequence[Tensor],
+    *,
+    retain_graph: bool = True,
+    flat: bool = False,
+) -> list[Tensor] | Tensor:
+    """K backward passes, one per loss; one (K, *shape) tensor per input, or the K×P matrix (``flat``).
 
     Pass the K scalar losses as a sequence (not a stacked tensor) so that each pass only runs through
-    its own objective's graph.
+    its own objective's graph. With ``flat=True`` each pass writes its row straight into one preallocated
+    K×P buffer (no second copy of the Jacobian).
     """
-    rows: list[tuple[Tensor, ...]] = []
+    inputs = list(inputs)
     k = len(losses)
+    jac = None
+    if flat:
+        total = sum(t.numel() for t in inputs)
+        jac = torch.empty(k, total, dtype=inputs[0].dtype, device=inputs[0].device)
+    rows: list[tuple[Tensor, ...]] = []
     for i in range(k):
         grads = torch.autograd.grad(
             losses[i],
-            list(inputs),
+            inputs,
             retain_graph=retain_graph or i < k - 1,
             allow_unused=True,
             materialize_grads=True,
         )
-        rows.append(grads)
+        if jac is not None:
+            torch.cat([g.reshape(-1) for g in grads], out=jac[i])
+        else:
+            rows.append(grads)
+    if jac is not None:
+        return jac
     return [torch.stack([r[j] for r in rows]) for j in range(len(inputs))]
 
 
