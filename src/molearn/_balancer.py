@@ -116,7 +116,9 @@ class Balancer:
             backward passes), ``"batched"`` (one batched vector-Jacobian product), ``"gramian"`` (the
             K×K Gramian accumulated block by block, never holding the K×P Jacobian) or
             ``"representation"`` (gradients w.r.t. a shared feature tensor passed as ``features``, as in
-            MGDA-UB). ``"auto"``: ``"gramian"`` for Gramian methods, ``"loop"`` for Jacobian methods.
+            MGDA-UB). ``"auto"`` is ``"loop"``: on the CPU it is as fast as the batched modes and its
+            peak memory (the K×P Jacobian, activations once) is the lowest for convolutional nets; prefer
+            ``"gramian"`` when K×P does not fit, ``"batched"``/``"gramian"`` on a GPU (see docs/engine.md).
         on_nonfinite: ``"raise"`` a :class:`NonFiniteLossError` naming the objective, or ``"skip"``
             the step (no gradient written, :attr:`skipped_steps` incremented, ``StepInfo.skipped``).
         check_finite: set to ``False`` to remove the one host synchronisation per step that the
@@ -170,7 +172,7 @@ class Balancer:
     def _resolved_mode(self) -> str:
         if self.mode != "auto":
             return self.mode
-        return "loop" if self.method.needs.jacobian else "gramian"
+        return "loop"
 
     def _task_params(self, losses: Tensor) -> list[Tensor]:
         if self._tasks is None:

@@ -39,9 +39,10 @@ class GLS(Method):
     def combine(self, inputs: Inputs) -> Output:
         losses = inputs.losses.detach()
         if self.validate and not bool((losses > 0).all()):
-            bad = (~(losses > 0)).nonzero().flatten().tolist()
+            bad = (~(losses > 0)).nonzero().flatten().tolist()  # sync: opt-in validation (validate=True)
+            values = losses[bad].tolist()  # sync: as above
             raise ValueError(
-                f"GLS needs positive losses; objective(s) {bad} have {losses[bad].tolist()} "
+                f"GLS needs positive losses; objective(s) {bad} have {values} "
                 "(use GLS(validate=False) to floor them at eps instead)"
             )
         x = losses.to(torch.float64)
