@@ -39,7 +39,9 @@ def test_finite_on_all_families(name: str) -> None:
             losses = torch.linspace(0.5, 2.0, k, dtype=jac.dtype)
             for step in range(3):
                 d = _run(method, jac, losses, seed=step)
-                assert torch.isfinite(d).all(), f"{name}: non-finite direction on {family} (K={k}, step {step})"
+                assert torch.isfinite(d).all(), (
+                    f"{name}: non-finite direction on {family} (K={k}, step {step})"
+                )
 
 
 @pytest.mark.parametrize("name", NAMES)
