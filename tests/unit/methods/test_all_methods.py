@@ -1,4 +1,4 @@
-"""Properties every registered method must have, run over the whole registry (new methods join automatically)."""
+"""Properties every registered method must have, over the whole registry (new methods join automatically)."""
 
 from __future__ import annotations
 
