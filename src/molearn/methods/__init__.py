@@ -1,7 +1,60 @@
 """One class per multi-objective method; each declares what it needs (:class:`Needs`)."""
 
+from ._aligned_mtl import AlignedMTL
 from ._base import Inputs, Method, Needs, Output, get, registry
+from ._cagrad import CAGrad
+from ._config import ConFIG
+from ._db_mtl import DBMTL
+from ._dualproj import DualProj
+from ._dwa import DWA
 from ._ew import EW
+from ._excess_mtl import ExcessMTL
+from ._fairgrad import FairGrad
+from ._famo import FAMO
+from ._fixed import Fixed
+from ._gls import GLS
+from ._graddrop import GradDrop
+from ._gradnorm import GradNorm
+from ._gradvac import GradVac
+from ._imtl_g import IMTLG
+from ._imtl_l import IMTLL
 from ._mgda import MGDA
+from ._nash_mtl import NashMTL
+from ._pcgrad import PCGrad
+from ._rlw import RLW
+from ._stch import STCH
+from ._upgrad import UPGrad
+from ._uw import UW
 
-__all__ = ["EW", "MGDA", "Inputs", "Method", "Needs", "Output", "get", "registry"]
+__all__ = [
+    "DBMTL",
+    "DWA",
+    "EW",
+    "FAMO",
+    "GLS",
+    "IMTLG",
+    "IMTLL",
+    "MGDA",
+    "RLW",
+    "STCH",
+    "UW",
+    "AlignedMTL",
+    "CAGrad",
+    "ConFIG",
+    "DualProj",
+    "ExcessMTL",
+    "FairGrad",
+    "Fixed",
+    "GradDrop",
+    "GradNorm",
+    "GradVac",
+    "Inputs",
+    "Method",
+    "NashMTL",
+    "Needs",
+    "Output",
+    "PCGrad",
+    "UPGrad",
+    "get",
+    "registry",
+]

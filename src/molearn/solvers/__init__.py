@@ -1,6 +1,36 @@
 """The K×K subproblems of multi-objective methods, in pure torch, batched, float64 inside, sync-free."""
 
-from ._min_norm import min_norm
+from ._alpha_fair import alpha_fair, alpha_fair_residual
+from ._cagrad import cagrad_dual, cagrad_weights
+from ._closed_form import (
+    aligned_mtl_weights,
+    config_weights,
+    gradvac_weights,
+    imtl_g_weights,
+    pcgrad_weights,
+    psd_pinv,
+    random_orders,
+)
+from ._dual_cone import kkt_residual_dual_cone, project_dual_cone
+from ._min_norm import kkt_residual_min_norm, min_norm, min_norm_frank_wolfe
 from ._simplex import project_simplex
 
-__all__ = ["min_norm", "project_simplex"]
+__all__ = [
+    "aligned_mtl_weights",
+    "alpha_fair",
+    "alpha_fair_residual",
+    "cagrad_dual",
+    "cagrad_weights",
+    "config_weights",
+    "gradvac_weights",
+    "imtl_g_weights",
+    "kkt_residual_dual_cone",
+    "kkt_residual_min_norm",
+    "min_norm",
+    "min_norm_frank_wolfe",
+    "pcgrad_weights",
+    "project_dual_cone",
+    "project_simplex",
+    "psd_pinv",
+    "random_orders",
+]

@@ -1,0 +1,117 @@
+r"""The α-fair system of FairGrad (and Nash-MTL for α = 1): ``(G w)_i = w_i^{-1/α}``, ``w > 0``."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+# Gradients whose squared norm is below this fraction of the largest one are treated as exactly zero.
+_ZERO_TOL = 1e-40
+# Log-space step bounds of the damped Newton iteration (up: ×e², down: ×e⁻¹⁰ per iteration).
+_STEP_UP = 2.0
+_STEP_DOWN = 10.0
+# Ridge of the Newton matrix only (not of the system): keeps the linear solve non-singular.
+_NEWTON_RIDGE = 1e-12
+
+
+def alpha_fair(gramian: Tensor, alpha: float, *, iters: int = 12, fallback_tol: float = 1e-3) -> Tensor:
+    r"""Solve :math:`(G w)_i = w_i^{-1/\alpha}` for :math:`w > 0`, batched over leading dimensions.
+
+    This is the optimality condition of the α-fair allocation of FairGrad (Ban & Ji, ICML 2024) and,
+    for ``alpha = 1``, of Nash-MTL (:math:`G G^\top \alpha = 1/\alpha`, Navon et al., ICML 2022). It is
+    the stationarity condition of the strictly convex
+    :math:`\phi(w) = \tfrac12 w^\top G w - \sum_i H_\alpha(w_i)` (:math:`H_\alpha' = w^{-1/\alpha}`), so
+    the positive solution is unique when it exists; it exists iff some direction ``d`` has
+    :math:`g_i^\top d > 0` for every task (e.g. ``G`` positive definite).
+
+    Method (float64, fixed iteration count, no host synchronisation):
+
+    * change of variables to the correlation matrix :math:`C = D^{-1/2} G D^{-1/2}`, ``w = D^{-1/2} v``,
+      giving :math:`(C v)_i = c_i v_i^{-1/\alpha}` with :math:`c_i = G_{ii}^{-(1-1/\alpha)/2}`; this makes
+      the linear algebra independent of the scale of each gradient and of ``G`` (exact equivariance
+      :math:`w(sG) = s^{-\alpha/(\alpha+1)} w(G)`);
+    * start: the better (lower :math:`\phi`) of two closed-form guesses
+      :math:`v \propto c^{\alpha/(\alpha+1)}` (uncoupled tasks) and :math:`v \propto c^{\min(\alpha, 2)}`
+      (aligned tasks), each scaled by the exact minimiser of :math:`\phi` along its ray;
+    * ``iters`` Newton steps on :math:`\phi` (one batched ``linalg.solve_ex`` each), applied
+      multiplicatively in log space with the relative change clipped to ``[e^{-10}, e^{2}]`` (keeps
+      ``w > 0``, line-search free).
+
+    Degenerate inputs: a task with an (exactly, or below ``1e-40`` of the largest squared norm) zero
+    gradient has no finite solution (``w_i → ∞``) and no influence on ``d = Σ w_i g_i``; it gets
+    ``w_i = 0``. An all-zero Gramian gives ``w = 0``. A positive solution fails to exist exactly when
+    no direction improves every task (``0`` in the convex hull of the gradients, by Gordan's theorem:
+    Pareto-stationary gradients, e.g. opposite ones); then the least-squares path runs to infinity with
+    ``d = Σ w_i g_i → 0`` (``scipy.optimize.least_squares``, the official FairGrad solver, stops somewhere
+    on it with a relative residual of order 1 and a small ``d``). molearn returns the limit, ``w = 0``
+    (so ``d = 0``), whenever the relative residual after ``iters`` steps exceeds ``fallback_tol``; this
+    also catches the rare solvable inputs that did not converge (raise ``iters``).
+
+    Args:
+        gramian: (..., K, K) symmetric positive semi-definite.
+        alpha: α > 0 (1: proportional fairness / Nash-MTL; 2: FairGrad's published runs).
+        iters: Newton iterations. 12 reaches a relative residual ≤ 1e-6 in our tests on Gramians with
+            K ≤ 64 and condition number ≤ 1e6 for α ∈ [0.5, 5], and on gradient norms spread over
+            6 orders of magnitude for α ∈ [1, 2]; α = 0.5 there needs ~20, α = 5 more than 25.
+        fallback_tol: relative residual above which ``w = 0`` is returned (see above).
+
+    Returns:
+        (..., K) float64 weights ``w ≥ 0``.
+    """
+    if not alpha > 0:
+        raise ValueError(f"alpha must be positive, got {alpha}")
+    g = gramian.to(torch.float64)
+    k = g.shape[-1]
+    ia = 1.0 / alpha
+    diag = g.diagonal(dim1=-2, dim2=-1)
+    mask = diag > diag.amax(-1, keepdim=True) * _ZERO_TOL
+    dd = torch.where(mask, diag, 1.0)
+    sig = dd.rsqrt()
+    eye = torch.eye(k, dtype=g.dtype, device=g.device)
+    both = mask.unsqueeze(-1) & mask.unsqueeze(-2)
+    corr = torch.where(both, g * (sig.unsqueeze(-1) * sig.unsqueeze(-2)), eye)
+    lc = dd.log() * (-(1.0 - ia) / 2)  # log c
+    c = lc.exp()
+
+    # two candidate starts, each scaled optimally along its ray: tau^(1+1/a) = sum c v^(1-1/a) / v'Cv
+    ex = torch.tensor([alpha / (alpha + 1.0), min(alpha, 2.0)], dtype=g.dtype, device=g.device)
+    lv = lc.unsqueeze(-2) * ex.unsqueeze(-1)  # (..., 2, K)
+    cand = lv.exp()
+    vcv = ((cand @ corr) * cand).sum(-1, keepdim=True)
+    cvp = (lc.unsqueeze(-2) + (1.0 - ia) * lv).exp().sum(-1, keepdim=True)
+    vcv = vcv.clamp_min(cvp * 1e-30)
+    log_tau = (cvp.log() - vcv.log()) * (alpha / (alpha + 1.0))
+    # phi at the ray optimum, in closed form
+    if alpha == 1.0:
+        phi = 0.5 * cvp.squeeze(-1) - (lv + log_tau).sum(-1)
+    else:
+        phi = (0.5 - 1.0 / (1.0 - ia)) * (cvp * ((1.0 - ia) * log_tau).exp()).squeeze(-1)
+    pick = (phi[..., 1] < phi[..., 0]).unsqueeze(-1)
+    cand = cand * log_tau.exp()
+    v = torch.where(pick, cand[..., 1, :], cand[..., 0, :])
+
+    lo, hi = -_STEP_DOWN, _STEP_UP
+    for _ in range(iters):
+        b = c * v.pow(-ia)
+        # Newton on phi: v_new = v - H^-1 (Cv - b) = (1 + 1/a) H^-1 b, H = C + diag(b / (a v))
+        hess = corr + torch.diag_embed(b * ia / v + _NEWTON_RIDGE)
+        vn = torch.linalg.solve_ex(hess, b.unsqueeze(-1))[0].squeeze(-1)
+        v = v * (vn * (1.0 + ia) / v - 1.0).clamp(lo, hi).exp()
+    w = torch.nan_to_num(torch.where(mask, sig * v, 0.0), nan=0.0, posinf=0.0)
+    ok = alpha_fair_residual(g, w, alpha) <= fallback_tol
+    return torch.where(ok.unsqueeze(-1), w, 0.0)
+
+
+def alpha_fair_residual(gramian: Tensor, weights: Tensor, alpha: float) -> Tensor:
+    r"""Relative residual :math:`\|G w - w^{-1/\alpha}\| / \|w^{-1/\alpha}\|` over the tasks with ``w_i > 0``.
+
+    Scale-invariant (unchanged when ``G → sG`` and ``w → s^{-α/(α+1)} w``). Batched; float64; 0 when
+    every weight is 0 (all-zero Gramian).
+    """
+    g = gramian.to(torch.float64)
+    w = weights.to(torch.float64)
+    pos = w > 0
+    tiny = torch.finfo(torch.float64).tiny
+    rhs = torch.where(pos, w.clamp_min(tiny).pow(-1.0 / alpha), 0.0)
+    r = torch.where(pos, (g @ w.unsqueeze(-1)).squeeze(-1) - rhs, 0.0)
+    return r.norm(dim=-1) / rhs.norm(dim=-1).clamp_min(tiny)
