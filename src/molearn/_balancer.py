@@ -226,6 +226,8 @@ class Balancer:
     ) -> tuple[Inputs, Tensor | None, list[Tensor]] | None:
         if not self._finite(losses):
             return None
+        if losses.shape[0] == 1:  # nothing to balance: the gradient passes through (see _combine)
+            return Inputs(losses=losses.detach()), None, self.shared
         gramian, jac, diff_inputs = self._gradients(losses, items, features)
         if gramian is not None and not self._finite(gramian.diagonal(), what="gradient"):
             return None
@@ -279,6 +281,13 @@ class Balancer:
         else:
             backward_weighted(losses, w, [*self.shared, *tasks], retain_graph=retain_graph)
 
+    def _combine(self, inputs: Inputs) -> Output:
+        """The method's output; with K = 1 the single gradient passes through unchanged (weight 1),
+        whatever the method (some official formulas would rescale it, e.g. Nash-MTL to unit norm)."""
+        if inputs.num_objectives == 1:
+            return Output(weights=torch.ones_like(inputs.losses))
+        return self.method.combine(inputs)
+
     def _info(self, inputs: Inputs, out: Output) -> StepInfo:
         info = StepInfo(losses=inputs.losses, weights=out.weights, info=dict(out.info))
         if inputs.gramian is not None:
@@ -310,7 +319,7 @@ class Balancer:
         if prepared is None:
             return StepInfo(losses=vec.detach(), skipped=True)
         inputs, jac, diff_inputs = prepared
-        out = self.method.combine(inputs)
+        out = self._combine(inputs)
         self._apply(out, vec, jac, diff_inputs, retain_graph)
         self._last_losses = inputs.losses
         return self._info(inputs, out)
@@ -330,7 +339,8 @@ class Balancer:
                 bad = (~torch.isfinite(after)).nonzero().flatten().tolist()
                 raise NonFiniteLossError(f"non-finite post-step loss for objective(s) {bad}")
             return
-        self.method.after_step(self._last_losses, after.to(self._last_losses.dtype))
+        if after.shape[0] > 1:
+            self.method.after_step(self._last_losses, after.to(self._last_losses.dtype))
 
     def step(
         self,
@@ -374,7 +384,7 @@ class Balancer:
         assert prepared is not None and vec is not None
         inputs, jac, diff_inputs = prepared
         inputs.extra = extra
-        out = self.method.combine(inputs)
+        out = self._combine(inputs)
         self._apply(out, vec, jac, diff_inputs, retain_graph=False)
         self._last_losses = inputs.losses
         if optimizer is not None:

@@ -141,3 +141,17 @@ def test_nan_gradient_with_finite_loss_raises(mode: str, named: str) -> None:
     losses = [(out[:, 0] * 0).sqrt().mean(), out[:, 1].pow(2).mean()]
     with pytest.raises(molearn.NonFiniteLossError, match=r"gradient for objective\(s\) " + named):
         molearn.Balancer(MGDA(), trunk.parameters(), mode=mode).backward(losses)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("name", sorted(molearn.methods.registry()))
+def test_k1_passes_gradient_through_every_method(name: str) -> None:
+    trunk = nn.Linear(4, 3)
+    x = torch.randn(8, 4)
+    trunk(x).pow(2).mean().backward()
+    ref = [p.grad.clone() for p in trunk.parameters()]
+    trunk.zero_grad()
+    method = molearn.methods.get(name, **({"weights": [2.0]} if name == "fixed" else {}))
+    opt = torch.optim.SGD(trunk.parameters(), lr=0.0)
+    molearn.Balancer(method, trunk.parameters()).step(lambda b: [trunk(b).pow(2).mean()], lambda: x, opt)
+    for p, r in zip(trunk.parameters(), ref):
+        torch.testing.assert_close(p.grad, r)
