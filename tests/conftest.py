@@ -17,6 +17,13 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(skip)
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _single_thread() -> None:
+    """The K×K solvers call LAPACK on tiny matrices; with OpenMP threads on a loaded 2-core machine each
+    call can cost ~10 ms instead of ~5 µs, so the suite runs torch single-threaded."""
+    torch.set_num_threads(1)
+
+
 @pytest.fixture(autouse=True)
 def _seed() -> None:
     torch.manual_seed(0)

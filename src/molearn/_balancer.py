@@ -165,7 +165,6 @@ class Balancer:
         self.on_nonfinite = on_nonfinite
         self.check_finite = check_finite
         self.skipped_steps = 0
-        self._last_batch: Any = None
         self._last_losses: Tensor | None = None
 
     # ------------------------------------------------------------------ helpers

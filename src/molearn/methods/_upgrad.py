@@ -28,7 +28,32 @@ def pref_weights(pref_vector: Tensor | None, k: int, like: Tensor) -> Tensor:
     return pref_vector.to(device=like.device, dtype=torch.float64)
 
 
-class UPGrad(Method):
+class _DualConeMethod(Method):
+    """Shared set-up of UPGrad and DualProj: options, regularised Gramian, one batched projection."""
+
+    needs: ClassVar[Needs] = Needs(gramian=True)
+
+    def __init__(
+        self, pref_vector: Tensor | None = None, norm_eps: float = 1e-4, reg_eps: float = 1e-4
+    ) -> None:
+        if norm_eps < 0 or reg_eps < 0:
+            raise ValueError("norm_eps and reg_eps must be non-negative")
+        self.pref_vector = pref_vector
+        self.norm_eps = norm_eps
+        self.reg_eps = reg_eps
+
+    def _project(self, inputs: Inputs, rows: bool) -> tuple[Tensor, Tensor]:
+        """Projections (and KKT residuals) of ``diag(p)`` (``rows``) or of ``p`` onto the dual cone."""
+        gram = check_gramian(inputs.gramian, type(self).__name__)
+        k = gram.shape[-1]
+        g = regularized_gramian(gram, self.norm_eps, self.reg_eps)
+        p = pref_weights(self.pref_vector, k, gram)
+        u = torch.diag(p) if rows else p
+        v = project_dual_cone(g, u)
+        return v, kkt_residual_dual_cone(g, u, v)
+
+
+class UPGrad(_DualConeMethod):
     r"""Unconflicting projection of gradients (Quinton & Rey, "Jacobian Descent for Multi-Objective
     Optimization", 2024, `arXiv:2406.16232 <https://arxiv.org/abs/2406.16232>`_; official code: TorchJD).
 
@@ -46,22 +71,6 @@ class UPGrad(Method):
     ``info["residual"]`` is the largest KKT residual of the K subproblems.
     """
 
-    needs: ClassVar[Needs] = Needs(gramian=True)
-
-    def __init__(
-        self, pref_vector: Tensor | None = None, norm_eps: float = 1e-4, reg_eps: float = 1e-4
-    ) -> None:
-        if norm_eps < 0 or reg_eps < 0:
-            raise ValueError("norm_eps and reg_eps must be non-negative")
-        self.pref_vector = pref_vector
-        self.norm_eps = norm_eps
-        self.reg_eps = reg_eps
-
     def combine(self, inputs: Inputs) -> Output:
-        gram = check_gramian(inputs.gramian, "UPGrad")
-        k = gram.shape[-1]
-        g = regularized_gramian(gram, self.norm_eps, self.reg_eps)
-        u = torch.diag(pref_weights(self.pref_vector, k, gram))
-        v = project_dual_cone(g, u)
-        res = kkt_residual_dual_cone(g, u, v).amax()
-        return Output(weights=v.sum(0).to(inputs.losses.dtype), info={"residual": res})
+        v, res = self._project(inputs, rows=True)
+        return Output(weights=v.sum(0).to(inputs.losses.dtype), info={"residual": res.amax()})

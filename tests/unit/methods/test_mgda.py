@@ -21,16 +21,6 @@ from ._asserts import (
 from ._torchjd_oracle import mgda_weights
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():  # type: ignore[no-untyped-def]
-    """MKL parallelises even 3×3 Cholesky factorisations with OpenMP; on a loaded 2-core machine that
-    hand-off costs ~10 ms per call (vs ~5 µs), so these tests run single-threaded."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def fixed_jacobian(k: int, seed: int) -> torch.Tensor:
     gen = torch.Generator().manual_seed(seed)
     j = torch.randn(k, 15, generator=gen, dtype=torch.float64)

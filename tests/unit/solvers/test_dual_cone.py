@@ -14,16 +14,6 @@ cp = pytest.importorskip("cvxpy")
 TOL = 1e-6
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():  # type: ignore[no-untyped-def]
-    """MKL parallelises even 3×3 Cholesky factorisations with OpenMP; on a loaded 2-core machine that
-    hand-off costs ~10 ms per call (vs ~5 µs), so these tests run single-threaded."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def jac(k: int, p: int, seed: int, rank: int | None = None) -> torch.Tensor:
     gen = torch.Generator().manual_seed(seed)
     if rank is None:
