@@ -66,9 +66,14 @@ def cagrad_dual(gramian: Tensor, c: float, *, iters: int = 30) -> Tensor:
         step_p = torch.where(dx < 0, -x / dx, torch.inf).amin(-1, keepdim=True)
         step_d = torch.where(dz < 0, -z / dz, torch.inf).amin(-1, keepdim=True)
         step = (_FRACTION * torch.minimum(step_p, step_d)).clamp_max(1.0)
-        x = x + step * dx
-        z = z + step * dz
-        nu = nu + step * dnu
+        # a Newton step on a (numerically) singular system, e.g. g0 ≈ 0 with anti-parallel gradients,
+        # can be non-finite: keep the last finite iterate instead (sync-free)
+        ok = (torch.isfinite(dx).all(-1, keepdim=True) & torch.isfinite(dz).all(-1, keepdim=True)) & (
+            torch.isfinite(dnu) & torch.isfinite(step)
+        )
+        x = torch.where(ok, x + step * dx, x)
+        z = torch.where(ok, z + step * dz, z)
+        nu = torch.where(ok, nu + step * dnu, nu)
     w = x[..., :k].clamp_min(0)
     return w / w.sum(-1, keepdim=True)
 

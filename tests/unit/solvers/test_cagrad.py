@@ -114,3 +114,21 @@ def test_batched_scale_invariant_and_degenerate() -> None:
     torch.testing.assert_close(zero, torch.full((3,), 1 / 3 / 1.25, dtype=torch.float64))
     with pytest.raises(ValueError):
         cagrad_weights(g, 0.5, rescale=3)
+
+
+def test_near_singular_gramian_with_vanishing_mean_gradient_is_finite() -> None:
+    """Regression: nearly anti-parallel gradients of equal size (g0 ≈ 0, met on the 2-D toy just above the
+    Pareto set) made a Newton step non-finite; the solver keeps the last finite iterate."""
+    g = torch.tensor(
+        [[0.06470318307930858, -0.06486277322032143], [-0.06486277322032143, 0.06502699208863467]],
+        dtype=torch.float64,
+    )
+    b = g.sum(1) / 2
+    r = 0.4 * g.sum().sqrt() / 2
+    grid = torch.linspace(0, 1, 20001, dtype=torch.float64)
+    ws = torch.stack([grid, 1 - grid], 1)
+    objective = ws @ b + r * ((ws @ g) * ws).sum(1).clamp_min(0).sqrt()
+    w = cagrad_dual(g, 0.4)
+    assert torch.isfinite(w).all() and torch.isfinite(cagrad_weights(g, 0.4)).all()
+    ours = b @ w + r * (w @ g @ w).clamp_min(0).sqrt()
+    assert ours <= objective.min() + 1e-5 * g.diagonal().mean()
