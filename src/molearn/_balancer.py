@@ -147,6 +147,7 @@ class Balancer:
                 raise TypeError(f"shared parameter {i} is a {type(p).__name__}, not a tensor")
             if not p.requires_grad:
                 raise ValueError(f"shared parameter {i} (shape {tuple(p.shape)}) does not require grad")
+        self._n_shared = sum(p.numel() for p in self.shared)
         self._tasks = None if tasks is None else list(tasks)
         if mode not in ("auto", "loop", "batched", "gramian", "representation"):
             raise ValueError(f"unknown mode {mode!r}")
@@ -212,12 +213,19 @@ class Balancer:
             return None, None, inputs
         if mode == "gramian":
             return gramian_blockwise(losses, inputs), None, inputs
-        if mode in ("batched", "representation"):
+        if mode == "representation":
             jac = flat_jacobian(jacobian_batched(losses, inputs))
         else:
-            jac = jacobian_loop(items, inputs, flat=True)
-            assert isinstance(jac, Tensor)
-        jg = jac.to(torch.float64 if jac.dtype == torch.float64 else torch.float32)
+            # the task-specific parameters ride along in the same passes (their columns follow the shared
+            # ones), so no extra backward through the heads is needed afterwards
+            every = [*inputs, *self._task_params(losses)]
+            if mode == "batched":
+                jac = flat_jacobian(jacobian_batched(losses, every))
+            else:
+                jac = jacobian_loop(items, every, flat=True)
+                assert isinstance(jac, Tensor)
+        js = jac[:, : self._n_shared] if mode != "representation" else jac
+        jg = js.to(torch.float64 if js.dtype == torch.float64 else torch.float32)
         return jg @ jg.T, jac, inputs
 
     def _inputs(
@@ -235,18 +243,24 @@ class Balancer:
             Inputs(
                 losses=losses.detach(),
                 gramian=gramian if needs.gradients else None,
-                jacobian=jac if needs.jacobian else None,
+                jacobian=self._shared_columns(jac) if needs.jacobian and jac is not None else None,
             ),
             jac,
             diff_inputs,
         )
 
+    def _shared_columns(self, jac: Tensor) -> Tensor:
+        return jac if self._resolved_mode() == "representation" else jac[:, : self._n_shared]
+
     def _apply(
         self, out: Output, losses: Tensor, jac: Tensor | None, diff_inputs: list[Tensor], retain_graph: bool
     ) -> None:
+        """Write the update: shared parameters get the combined direction, task parameters ``Σ c_i ∇L_i``."""
         tasks = self._task_params(losses)
         k = losses.shape[0]
         mode = self._resolved_mode()
+        # in loop/batched mode the Jacobian already holds the task parameters' columns
+        jac_tasks = jac[:, self._n_shared :] if jac is not None and mode in ("loop", "batched") else None
         if out.direction is not None:
             if not self.method.needs.jacobian:
                 raise TypeError(
@@ -260,7 +274,10 @@ class Balancer:
             else:
                 accumulate_flat(self.shared, out.direction)
             coeff = torch.ones(k, dtype=losses.dtype, device=losses.device)
-            backward_weighted(losses, coeff, tasks, retain_graph=retain_graph)
+            if jac_tasks is not None:
+                accumulate_flat(tasks, coeff.to(jac_tasks.dtype) @ jac_tasks)
+            else:
+                backward_weighted(losses, coeff, tasks, retain_graph=retain_graph)
             return
         if out.weights is None:
             raise TypeError(f"{type(self.method).__name__}.combine returned neither weights nor a direction")
@@ -270,10 +287,10 @@ class Balancer:
                 f"{type(self.method).__name__} returned weights of shape {tuple(w.shape)}, expected ({k},)"
             )
         own = self.task_grad == "own"
-        if jac is not None and mode in ("loop", "batched"):
-            accumulate_flat(self.shared, w.to(jac.dtype) @ jac)
+        if jac is not None and jac_tasks is not None:
+            accumulate_flat(self.shared, w.to(jac.dtype) @ self._shared_columns(jac))
             coeff = torch.ones_like(w) if own else w
-            backward_weighted(losses, coeff, tasks, retain_graph=retain_graph)
+            accumulate_flat(tasks, coeff.to(jac_tasks.dtype) @ jac_tasks)
         elif own and tasks:
             backward_weighted(losses, w, self.shared, retain_graph=True)
             backward_weighted(losses, torch.ones_like(w), tasks, retain_graph=retain_graph)

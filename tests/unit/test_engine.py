@@ -77,14 +77,20 @@ def test_balancer_writes_weighted_direction(mode: str, bn: bool) -> None:
     assert info.cosines is not None and info.cosines.shape == (3, 3)
 
 
-def test_task_params_conventions() -> None:
+@pytest.mark.parametrize("mode", ["loop", "batched", "gramian"])
+def test_task_params_conventions(mode: str) -> None:
     model = MTLNet()
     x, y = torch.randn(10, 6), torch.randn(10, 3)
-    own = molearn.Balancer(MGDA(), model.trunk.parameters(), mode="gramian")
+    losses_of(model, x, y)[0].sum().backward()
+    head_ref = [h.weight.grad.clone() for h in model.heads]
+    model.zero_grad()
+    own = molearn.Balancer(MGDA(), model.trunk.parameters(), mode=mode)  # type: ignore[arg-type]
     info = own.backward(losses_of(model, x, y)[0])
     head_own = [h.weight.grad.clone() for h in model.heads]
+    for got, ref in zip(head_own, head_ref):
+        torch.testing.assert_close(got, ref)
     model.zero_grad()
-    weighted = molearn.Balancer(MGDA(), model.trunk.parameters(), mode="gramian", task_grad="weighted")
+    weighted = molearn.Balancer(MGDA(), model.trunk.parameters(), mode=mode, task_grad="weighted")  # type: ignore[arg-type]
     weighted.backward(losses_of(model, x, y)[0])
     assert info.weights is not None
     for i, h in enumerate(model.heads):
@@ -136,3 +142,16 @@ def test_loop_flat_writes_the_same_matrix() -> None:
     flat = jacobian_loop(list(losses.unbind()), shared, flat=True)
     assert isinstance(flat, torch.Tensor)
     torch.testing.assert_close(flat, flat_jacobian(blocks), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("mode", ["loop", "batched"])
+def test_direction_method_heads_get_their_own_gradient(mode: str) -> None:
+    model = MTLNet()
+    x, y = torch.randn(10, 6), torch.randn(10, 3)
+    losses_of(model, x, y)[0].sum().backward()
+    head_ref = [p.grad.clone() for p in model.heads.parameters()]
+    model.zero_grad()
+    bal = molearn.Balancer(molearn.methods.DBMTL(), model.trunk.parameters(), mode=mode)  # type: ignore[arg-type]
+    bal.backward(losses_of(model, x, y)[0])
+    for p, ref in zip(model.heads.parameters(), head_ref):
+        torch.testing.assert_close(p.grad, ref)
