@@ -26,15 +26,6 @@ class IMTLL(_LearnedLogScale):
     IMTL-G; this class is only the loss part. K = 1: a positive multiple of the gradient.
     """
 
-    def __init__(
-        self,
-        lr: float = 0.025,
-        init: float = 0.0,
-        betas: tuple[float, float] = (0.9, 0.999),
-        eps: float = 1e-8,
-    ) -> None:
-        super().__init__(lr=lr, init=init, betas=betas, eps=eps)
-
     def _weights(self, s: Tensor) -> Tensor:
         return torch.exp(s)
 

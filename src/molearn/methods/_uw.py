@@ -18,7 +18,13 @@ class _LearnedLogScale(Method):
     needs: ClassVar[Needs] = Needs()
     task_grad: ClassVar[TaskGrad] = "weighted"
 
-    def __init__(self, lr: float, init: float, betas: tuple[float, float], eps: float) -> None:
+    def __init__(
+        self,
+        lr: float = 0.025,
+        init: float = 0.0,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+    ) -> None:
         self.lr = lr
         self.init = init
         self.betas = betas
@@ -85,15 +91,6 @@ class UW(_LearnedLogScale):
     :math:`e^{-s_i}` as "weights" although its loss uses :math:`\tfrac12 e^{-s_i}`; LibMTL reports
     :math:`1/(2e^{s_i})`, as molearn. K = 1: a positive multiple (:math:`\tfrac12 e^{-s}`) of the gradient.
     """
-
-    def __init__(
-        self,
-        lr: float = 0.025,
-        init: float = 0.0,
-        betas: tuple[float, float] = (0.9, 0.999),
-        eps: float = 1e-8,
-    ) -> None:
-        super().__init__(lr=lr, init=init, betas=betas, eps=eps)
 
     def _weights(self, s: Tensor) -> Tensor:
         return 0.5 * torch.exp(-s)
