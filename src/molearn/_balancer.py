@@ -10,6 +10,7 @@ import torch
 from torch import Tensor
 
 from .engine import (
+    Probe,
     accumulate_flat,
     backward_weighted,
     flat_jacobian,
@@ -56,6 +57,18 @@ class StepInfo:
                 out[name] = value.tolist()
         out.update({k: v.tolist() for k, v in self.info.items()})
         return out
+
+
+@dataclass
+class _Prepared:
+    """One batch, ready to combine: the method's inputs, the losses (with graph), the Jacobian as the
+    engine computed it (rows: the selected objectives; columns: shared then task parameters in loop,
+    batched and closure modes) and what was differentiated."""
+
+    inputs: Inputs
+    losses: Tensor
+    jac: Tensor | None
+    diff_inputs: list[Tensor]
 
 
 def _as_loss_vector(losses: Tensor | Sequence[Tensor]) -> tuple[Tensor, list[Tensor]]:
@@ -123,6 +136,8 @@ class Balancer:
             the step (no gradient written, :attr:`skipped_steps` incremented, ``StepInfo.skipped``).
         check_finite: set to ``False`` to remove the one host synchronisation per step that the
             check costs (e.g. under CUDA-graph capture); NaNs then propagate.
+        module: the model. Methods that re-evaluate the losses at perturbed parameters (SAMO) need
+            it to run those passes in eval mode and to keep BatchNorm running statistics unchanged.
     """
 
     def __init__(
@@ -135,6 +150,7 @@ class Balancer:
         task_grad: TaskGrad | None = None,
         on_nonfinite: Literal["raise", "skip"] = "raise",
         check_finite: bool = True,
+        module: torch.nn.Module | None = None,
     ) -> None:
         if not isinstance(method, Method):
             raise TypeError(f"method must be a molearn Method, got {type(method).__name__}")
@@ -157,7 +173,15 @@ class Balancer:
                 f"{type(method).__name__} needs the Jacobian; mode='gramian' never forms it "
                 "(use 'loop', 'batched' or 'representation')"
             )
+        if (needs.batches > 1 or needs.closure) and mode in ("gramian", "representation"):
+            raise ValueError(
+                f"{type(method).__name__} needs {'a closure' if needs.closure else 'independent batches'}; "
+                "it runs in mode 'loop' or 'batched' only"
+            )
+        if needs.closure and mode == "batched":
+            raise ValueError(f"{type(method).__name__} computes its own gradients; use mode 'loop' or 'auto'")
         self.mode: Mode = mode
+        self.module = module
         self.task_grad: TaskGrad = task_grad or method.task_grad
         if self.task_grad not in ("own", "weighted"):
             raise ValueError(f"task_grad must be 'own' or 'weighted', got {self.task_grad!r}")
@@ -229,43 +253,78 @@ class Balancer:
         return jg @ jg.T, jac, inputs
 
     def _inputs(
-        self, losses: Tensor, items: list[Tensor], features: Tensor | None
-    ) -> tuple[Inputs, Tensor | None, list[Tensor]] | None:
+        self,
+        losses: Tensor,
+        items: list[Tensor],
+        features: Tensor | None,
+        selected: Tensor | None = None,
+        refresh: Callable[[], Tensor] | None = None,
+    ) -> _Prepared | None:
         if not self._finite(losses):
             return None
         if losses.shape[0] == 1:  # nothing to balance: the gradient passes through (see _combine)
-            return Inputs(losses=losses.detach()), None, self.shared
-        gramian, jac, diff_inputs = self._gradients(losses, items, features)
+            return _Prepared(Inputs(losses=losses.detach()), losses, None, self.shared)
+        tasks = self._task_params(losses)  # discovered from all K objectives' graph
+        needs = self.method.needs
+        if needs.closure:
+            if refresh is None:
+                raise TypeError(f"{type(self.method).__name__} needs a closure: use Balancer.step")
+            probe = Probe(refresh, losses, self.shared, tasks, self.module)
+            jac = self.method.jacobian(probe)
+            width = self._n_shared + sum(t.numel() for t in tasks)
+            if jac.shape != (losses.shape[0], width):
+                raise ValueError(
+                    f"{type(self.method).__name__}.jacobian returned shape {tuple(jac.shape)}, "
+                    f"expected ({losses.shape[0]}, {width})"
+                )
+            js = jac[:, : self._n_shared]
+            gramian: Tensor | None = js @ js.T
+            diff_inputs = self.shared
+        else:
+            if selected is not None:
+                losses_g = losses[selected.to(losses.device)]
+                items = [items[i] for i in selected.tolist()]  # sync: indices chosen on the host
+            else:
+                losses_g = losses
+            gramian, jac, diff_inputs = self._gradients(losses_g, items, features)
         if gramian is not None and not self._finite(gramian.diagonal(), what="gradient"):
             return None
-        needs = self.method.needs
-        return (
-            Inputs(
-                losses=losses.detach(),
-                gramian=gramian if needs.gradients else None,
-                jacobian=self._shared_columns(jac) if needs.jacobian and jac is not None else None,
-            ),
-            jac,
-            diff_inputs,
+        inputs = Inputs(
+            losses=losses.detach(),
+            gramian=gramian if needs.gradients else None,
+            jacobian=self._shared_columns(jac) if needs.jacobian and jac is not None else None,
+            selected=selected,
         )
+        return _Prepared(inputs, losses, jac, diff_inputs)
 
     def _shared_columns(self, jac: Tensor) -> Tensor:
         return jac if self._resolved_mode() == "representation" else jac[:, : self._n_shared]
 
-    def _apply(
-        self, out: Output, losses: Tensor, jac: Tensor | None, diff_inputs: list[Tensor], retain_graph: bool
-    ) -> None:
-        """Write the update: shared parameters get the combined direction, task parameters ``Σ c_i ∇L_i``."""
+    def _task_coefficients(self, k: int, selected: Tensor | None, like: Tensor) -> Tensor:
+        """``task_grad="own"``: 1 for every objective whose gradient was computed, 0 for the others."""
+        ones = torch.ones(k, dtype=like.dtype, device=like.device)
+        if selected is None:
+            return ones
+        return torch.zeros_like(ones).index_fill_(0, selected.to(like.device), 1.0)
+
+    def _apply(self, out: Output, parts: list[_Prepared], retain_graph: bool) -> None:
+        """Write the update: shared parameters get the combined direction, task parameters ``Σ c_i ∇L_i``.
+
+        ``parts`` are the independent batches, the last one drawn last. With several batches the task
+        parameters get the mean over the batches (``"own"``), as in LibMTL's MoDo.
+        """
+        last = parts[-1]
+        losses, jac, diff_inputs = last.losses, last.jac, last.diff_inputs
+        selected = last.inputs.selected
         tasks = self._task_params(losses)
         k = losses.shape[0]
         mode = self._resolved_mode()
-        # in loop/batched mode the Jacobian already holds the task parameters' columns
-        jac_tasks = jac[:, self._n_shared :] if jac is not None and mode in ("loop", "batched") else None
+        # in loop/batched mode (and for closure methods) the Jacobian already holds the task columns
+        with_tasks = mode in ("loop", "batched")
+        name = type(self.method).__name__
         if out.direction is not None:
             if not self.method.needs.jacobian:
-                raise TypeError(
-                    f"{type(self.method).__name__} returned a direction without declaring Needs.jacobian"
-                )
+                raise TypeError(f"{name} returned a direction without declaring Needs.jacobian")
             if mode == "representation":
                 feat = diff_inputs[0]
                 torch.autograd.backward(
@@ -273,29 +332,62 @@ class Balancer:
                 )
             else:
                 accumulate_flat(self.shared, out.direction)
-            coeff = torch.ones(k, dtype=losses.dtype, device=losses.device)
-            if jac_tasks is not None:
-                accumulate_flat(tasks, coeff.to(jac_tasks.dtype) @ jac_tasks)
+            coeff = self._task_coefficients(k, selected, losses)
+            if jac is not None and with_tasks:
+                rows = coeff if selected is None else coeff[selected.to(coeff.device)]
+                self._accumulate_tasks(
+                    tasks, [rows.to(p.jac.dtype) @ p.jac[:, self._n_shared :] for p in parts]
+                )
             else:
                 backward_weighted(losses, coeff, tasks, retain_graph=retain_graph)
             return
         if out.weights is None:
-            raise TypeError(f"{type(self.method).__name__}.combine returned neither weights nor a direction")
-        w = out.weights
-        if w.shape != (k,):
+            raise TypeError(f"{name}.combine returned neither weights nor a direction")
+        extra = out.extra_weights or []
+        if len(extra) not in (0, len(parts) - 1):
             raise ValueError(
-                f"{type(self.method).__name__} returned weights of shape {tuple(w.shape)}, expected ({k},)"
+                f"{name} returned {len(extra)} extra weight vectors for {len(parts) - 1} extra batches"
             )
+        all_weights: list[Tensor | None] = [*(extra or [None] * (len(parts) - 1)), out.weights]
+        for w in all_weights:
+            if w is not None and w.shape != (k,):
+                raise ValueError(f"{name} returned weights of shape {tuple(w.shape)}, expected ({k},)")
+        w = out.weights
         own = self.task_grad == "own"
-        if jac is not None and jac_tasks is not None:
-            accumulate_flat(self.shared, w.to(jac.dtype) @ self._shared_columns(jac))
-            coeff = torch.ones_like(w) if own else w
-            accumulate_flat(tasks, coeff.to(jac_tasks.dtype) @ jac_tasks)
+        if jac is not None and with_tasks:
+            idx = None if selected is None else selected.to(w.device)
+            shared_dir = None
+            task_dirs = []
+            coeff = self._task_coefficients(k, selected, w)
+            for part, wb in zip(parts, all_weights, strict=True):
+                assert part.jac is not None
+                if wb is not None:
+                    rows = wb if idx is None else wb[idx]
+                    d = rows.to(part.jac.dtype) @ part.jac[:, : self._n_shared]
+                    shared_dir = d if shared_dir is None else shared_dir + d
+                c = coeff if own else wb
+                if c is not None:
+                    rows = c if idx is None else c[idx]
+                    task_dirs.append(rows.to(part.jac.dtype) @ part.jac[:, self._n_shared :])
+            assert shared_dir is not None
+            accumulate_flat(self.shared, shared_dir)
+            if own:
+                self._accumulate_tasks(tasks, task_dirs)
+            elif task_dirs:
+                accumulate_flat(tasks, torch.stack(task_dirs).sum(0))
         elif own and tasks:
             backward_weighted(losses, w, self.shared, retain_graph=True)
-            backward_weighted(losses, torch.ones_like(w), tasks, retain_graph=retain_graph)
+            coeff = self._task_coefficients(k, selected, w)
+            backward_weighted(losses, coeff, tasks, retain_graph=retain_graph)
         else:
             backward_weighted(losses, w, [*self.shared, *tasks], retain_graph=retain_graph)
+
+    @staticmethod
+    def _accumulate_tasks(tasks: list[Tensor], per_batch: list[Tensor]) -> None:
+        if not tasks or not per_batch:
+            return
+        total = per_batch[0] if len(per_batch) == 1 else torch.stack(per_batch).mean(0)
+        accumulate_flat(tasks, total)
 
     def _combine(self, inputs: Inputs) -> Output:
         """The method's output; with K = 1 the single gradient passes through unchanged (weight 1),
@@ -331,14 +423,27 @@ class Balancer:
                 f"{' and a closure' if needs.closure else ''}: use Balancer.step(loss_fn, batches, optimizer)"
             )
         vec, items = _as_loss_vector(losses)
-        prepared = self._inputs(vec, items, features)
+        prepared = self._inputs(vec, items, features, self._select(vec))
         if prepared is None:
             return StepInfo(losses=vec.detach(), skipped=True)
-        inputs, jac, diff_inputs = prepared
-        out = self._combine(inputs)
-        self._apply(out, vec, jac, diff_inputs, retain_graph)
-        self._last_losses = inputs.losses
-        return self._info(inputs, out)
+        out = self._combine(prepared.inputs)
+        self._apply(out, [prepared], retain_graph)
+        self._last_losses = prepared.inputs.losses
+        return self._info(prepared.inputs, out)
+
+    def _select(self, losses: Tensor) -> Tensor | None:
+        k = int(losses.shape[0])
+        if k == 1:
+            return None
+        sel = self.method.select(k)
+        if sel is None:
+            return None
+        sel = torch.as_tensor(sel, dtype=torch.long).flatten()
+        if sel.numel() == 0 or int(sel.min()) < 0 or int(sel.max()) >= k:  # sync: host indices
+            raise ValueError(
+                f"{type(self.method).__name__}.select returned invalid objectives {sel.tolist()}"
+            )
+        return sel
 
     def update(self, losses_after: Tensor | Sequence[Tensor]) -> None:
         """Feed the losses re-computed on the same batch after the optimiser step (FAMO)."""
@@ -384,24 +489,33 @@ class Balancer:
             raise TypeError("batches must be an iterator (e.g. iter(loader)) or a callable returning a batch")
         if optimizer is not None and zero_grad:
             optimizer.zero_grad(set_to_none=True)
-        extra: list[Inputs] = []
-        prepared = None
-        vec = None
+        parts: list[_Prepared] = []
+        selected: Tensor | None = None
         batch = None
         for b in range(needs.batches):
             batch = draw()
             losses, features = self._split(loss_fn(batch))
             vec, items = _as_loss_vector(losses)
-            prepared = self._inputs(vec, items, features)
+            if b == 0:
+                selected = self._select(vec)
+            elif vec.shape != parts[0].losses.shape:
+                raise ValueError(
+                    f"batch {b} gave {vec.shape[0]} losses, batch 0 gave {parts[0].losses.shape[0]}"
+                )
+
+            def refresh(batch: Any = batch) -> Tensor:
+                return _as_loss_vector(self._split(loss_fn(batch))[0])[0]
+
+            prepared = self._inputs(vec, items, features, selected, refresh if needs.closure else None)
             if prepared is None:
                 return StepInfo(losses=vec.detach(), skipped=True)
-            if b < needs.batches - 1:
-                extra.append(prepared[0])
-        assert prepared is not None and vec is not None
-        inputs, jac, diff_inputs = prepared
-        inputs.extra = extra
+            parts.append(prepared)
+        inputs = parts[-1].inputs
+        inputs.extra = [p.inputs for p in parts[:-1]]
         out = self._combine(inputs)
-        self._apply(out, vec, jac, diff_inputs, retain_graph=False)
+        if inputs.num_objectives == 1:
+            parts = parts[-1:]
+        self._apply(out, parts, retain_graph=False)
         self._last_losses = inputs.losses
         if optimizer is not None:
             optimizer.step()

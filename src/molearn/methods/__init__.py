@@ -19,6 +19,7 @@ from ._gradvac import GradVac
 from ._imtl_g import IMTLG
 from ._imtl_l import IMTLL
 from ._mgda import MGDA
+from ._moco import MoCo
 from ._nash_mtl import NashMTL
 from ._pcgrad import PCGrad
 from ._rlw import RLW
@@ -50,6 +51,7 @@ __all__ = [
     "GradVac",
     "Inputs",
     "Method",
+    "MoCo",
     "NashMTL",
     "Needs",
     "Output",

@@ -19,9 +19,12 @@ class Needs:
         gramian: the K×K Gramian ``G Gᵀ`` of the per-objective gradients.
         jacobian: the K×P matrix ``G`` itself (rows are per-objective gradients); implies ``gramian``.
         batches: independent mini-batches per step (MoDo/SDMGrad: 2-3). Only the closure-driven
-            :meth:`molearn.Balancer.step` can provide more than one.
+            :meth:`molearn.Balancer.step` can provide more than one; each batch's gradients reach
+            :meth:`Method.combine` as one :class:`Inputs` (the extra ones in ``Inputs.extra``).
         after_step: the losses re-evaluated on the same batch after the optimiser step (FAMO).
-        closure: the loss function itself, to re-evaluate the losses at perturbed parameters (SAMO).
+        closure: the method computes the per-objective gradients itself through a
+            :class:`~molearn.engine.Probe` (losses and gradients at perturbed parameters, SAMO), in
+            :meth:`Method.jacobian`; needs :meth:`molearn.Balancer.step`.
     """
 
     gramian: bool = False
@@ -42,13 +45,17 @@ class Inputs:
 
     ``losses`` are detached, shape (K,). ``gramian`` (K×K) and ``jacobian`` (K×P) are present when the
     method declared them in :class:`Needs`. ``extra`` holds the other independent mini-batches (same
-    fields) for methods with ``Needs.batches > 1``; the direction is applied to this (the last) one.
+    fields) for methods with ``Needs.batches > 1``, in the order they were drawn; this one was drawn
+    last, and ``Output.weights`` apply to its gradients.
+    ``selected`` is set when the method chose a subset S of the objectives (:meth:`Method.select`):
+    ``gramian``/``jacobian`` then hold only the |S| rows of S (in that order), ``losses`` all K.
     """
 
     losses: Tensor
     gramian: Tensor | None = None
     jacobian: Tensor | None = None
     extra: list[Inputs] = field(default_factory=list)
+    selected: Tensor | None = None
 
     @property
     def num_objectives(self) -> int:
@@ -62,11 +69,15 @@ class Output:
     Exactly one of ``weights`` (K,) and ``direction`` (P,) is set. With ``weights`` the update of the
     shared parameters is ``Σ_i w_i ∇L_i`` (computed by the engine as ``Jᵀw`` or by one backward of
     ``Σ_i w_i L_i``). ``direction`` is only allowed for methods that declared ``Needs.jacobian``.
+    ``weights`` always have K entries, also when the method selected a subset (zeros outside it).
+    ``extra_weights`` (multi-batch methods): one (K,) weight vector per entry of ``Inputs.extra``,
+    whose gradients are added to the update too (MoDo's two-batch direction ``½ λᵀ(G₁ + G₂)``).
     ``info`` carries method diagnostics (e.g. ``residual`` of its solver), as tensors, never synced.
     """
 
     weights: Tensor | None = None
     direction: Tensor | None = None
+    extra_weights: list[Tensor] | None = None
     info: dict[str, Tensor] = field(default_factory=dict)
 
 
@@ -85,6 +96,17 @@ class Method:
 
     def combine(self, inputs: Inputs) -> Output:
         raise NotImplementedError
+
+    def select(self, num_objectives: int) -> Tensor | None:
+        """The objectives whose gradients this step needs, as a sorted 1-D index tensor on the CPU, or
+        ``None`` for all (SDMGrad-OS samples a subset). Called once per step before any backward pass;
+        the others' gradients are never computed and their task parameters receive nothing."""
+        return None
+
+    def jacobian(self, probe: Any) -> Tensor:
+        """Methods with ``Needs.closure``: the K×(P_shared + P_tasks) per-objective gradients, computed
+        through the engine's :class:`~molearn.engine.Probe` (SAMO: at perturbed parameters)."""
+        raise NotImplementedError(f"{type(self).__name__} declares Needs.closure but implements no jacobian()")
 
     def after_step(self, losses_before: Tensor, losses_after: Tensor) -> None:
         """Called with the losses on the same batch before and after the optimiser step (FAMO)."""

@@ -1,6 +1,6 @@
 """The K×K subproblems of multi-objective methods, in pure torch, batched, float64 inside, sync-free."""
 
-from ._alpha_fair import alpha_fair, alpha_fair_residual
+from ._alpha_fair import alpha_fair, alpha_fair_residual, alpha_fair_sgd
 from ._cagrad import cagrad_dual, cagrad_weights
 from ._closed_form import (
     aligned_mtl_weights,
@@ -19,6 +19,7 @@ __all__ = [
     "aligned_mtl_weights",
     "alpha_fair",
     "alpha_fair_residual",
+    "alpha_fair_sgd",
     "cagrad_dual",
     "cagrad_weights",
     "config_weights",

@@ -115,3 +115,75 @@ def alpha_fair_residual(gramian: Tensor, weights: Tensor, alpha: float) -> Tenso
     rhs = torch.where(pos, w.clamp_min(tiny).pow(-1.0 / alpha), 0.0)
     r = torch.where(pos, (g @ w.unsqueeze(-1)).squeeze(-1) - rhs, 0.0)
     return r.norm(dim=-1) / rhs.norm(dim=-1).clamp_min(tiny)
+
+
+def alpha_fair_sgd(
+    gramian: Tensor,
+    alpha: float,
+    *,
+    steps: int = 20,
+    lr: float = 0.1,
+    momentum: float = 0.5,
+    eps: float = 1e-8,
+    max_norm: float = 1.0,
+) -> Tensor:
+    r"""FairGrad's RL solver: momentum SGD on :math:`\|A w - (w + \epsilon)^{-1/\alpha}\|^2`, best iterate.
+
+    The solver of the official Meta-World code (OptMN-Lab/fairgrad ``mtrl_files/fairgrad.py``,
+    ``Agent.fairgrad``), batched over leading dimensions, float64, without host synchronisation:
+
+    * start :math:`w_0 = \mathbb 1/K`; ``A`` is the raw Gramian (not normalised);
+    * ``steps`` evaluations of :math:`f(w) = \|r\|^2`, :math:`r = A w - (w + \epsilon)^{-1/\alpha}`,
+      at :math:`w_0, \dots, w_{steps-1}`; after each evaluation one step: the gradient
+      :math:`\nabla f = 2\,(A^\top r + \tfrac1\alpha (w+\epsilon)^{-1/\alpha-1} \odot r)` (analytic) is
+      clipped as ``torch.nn.utils.clip_grad_norm_(max_norm)`` does (factor
+      :math:`\min(1, \text{max\_norm}/(\|\nabla f\| + 10^{-6}))`), then the ``torch.optim.SGD`` momentum
+      step :math:`v \leftarrow \mu v + \nabla f` (:math:`v_0 = 0`), :math:`w \leftarrow w - \text{lr}\, v`,
+      then :math:`w \leftarrow \max(w, 10^{-8})`;
+    * the result is the evaluated iterate with the smallest objective (the first one on ties; the start
+      counts; the iterate produced by the last step is never evaluated and never returned, as in the
+      official loop). Non-finite objectives are never selected.
+
+    Not a root finder: with the fixed step (at most ``lr·max_norm/(1-μ)`` per coordinate and step) it
+    only reaches solutions near ``1/K``; the result depends on the scale of the Gramian (unlike
+    :func:`alpha_fair`). The official code runs it in float32 on the CPU.
+
+    Args:
+        gramian: (..., K, K) Gramian.
+        alpha: α > 0.
+        steps: objective evaluations (official 20).
+        lr, momentum: ``torch.optim.SGD`` hyper-parameters (official 0.1 and 0.5).
+        eps: offset inside the power (official 1e-8); also the lower clamp of ``w``.
+        max_norm: gradient clipping norm (official 1.0).
+
+    Returns:
+        (..., K) float64 weights ``w ≥ 1e-8``.
+    """
+    if not alpha > 0:
+        raise ValueError(f"alpha must be positive, got {alpha}")
+    if steps < 1:
+        raise ValueError(f"steps must be at least 1, got {steps}")
+    g = gramian.to(torch.float64)
+    k = g.shape[-1]
+    ia = 1.0 / alpha
+    w = torch.full(g.shape[:-1], 1.0 / k, dtype=g.dtype, device=g.device)
+    buf = torch.zeros_like(w)
+    best_w = w
+    best_obj = torch.full(g.shape[:-2], float("inf"), dtype=g.dtype, device=g.device)
+    gt = g.transpose(-1, -2)
+    for t in range(steps):
+        s = w + eps
+        b = s.pow(-ia)
+        r = (g @ w.unsqueeze(-1)).squeeze(-1) - b
+        obj = (r * r).sum(-1)
+        better = obj < best_obj  # False for NaN: a non-finite iterate is never selected
+        best_obj = torch.where(better, obj, best_obj)
+        best_w = torch.where(better.unsqueeze(-1), w, best_w)
+        if t == steps - 1:
+            break  # the official loop still steps once more, but never uses the result
+        grad = 2.0 * ((gt @ r.unsqueeze(-1)).squeeze(-1) + (ia * b / s) * r)
+        norm = torch.linalg.vector_norm(grad, dim=-1, keepdim=True)
+        grad = grad * (max_norm / (norm + 1e-6)).clamp(max=1.0)
+        buf = momentum * buf + grad
+        w = (w - lr * buf).clamp_min(eps)
+    return best_w

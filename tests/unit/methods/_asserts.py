@@ -16,15 +16,26 @@ from molearn.methods import Inputs, Method
 
 
 def make_inputs(method: Method, jac: Tensor, losses: Tensor | None = None) -> Inputs:
+    """The Inputs the engine would build from one Jacobian: every independent batch of a multi-batch
+    method sees the same ``jac``; a method that selects objectives gets only their rows."""
     k = jac.shape[0]
     if losses is None:
         losses = torch.linspace(1.0, 2.0, k, dtype=jac.dtype)
     needs = method.needs
-    return Inputs(
-        losses=losses,
-        gramian=jac @ jac.T if needs.gradients else None,
-        jacobian=jac if needs.jacobian else None,
-    )
+    selected = method.select(k) if k > 1 else None
+    rows = jac if selected is None else jac[selected]
+
+    def one() -> Inputs:
+        return Inputs(
+            losses=losses,
+            gramian=rows @ rows.T if needs.gradients else None,
+            jacobian=rows if needs.jacobian else None,
+            selected=selected,
+        )
+
+    inputs = one()
+    inputs.extra = [one() for _ in range(needs.batches - 1)]
+    return inputs
 
 
 def direction(method: Method, jac: Tensor, losses: Tensor | None = None) -> Tensor:
@@ -33,7 +44,11 @@ def direction(method: Method, jac: Tensor, losses: Tensor | None = None) -> Tens
         return out.direction
     assert out.weights is not None, "method returned neither weights nor direction"
     assert out.weights.shape == (jac.shape[0],)
-    return out.weights.to(jac.dtype) @ jac
+    d = out.weights.to(jac.dtype) @ jac
+    for w in out.extra_weights or []:
+        assert w.shape == (jac.shape[0],)
+        d = d + w.to(jac.dtype) @ jac
+    return d
 
 
 def weights(method: Method, jac: Tensor, losses: Tensor | None = None) -> Tensor:
