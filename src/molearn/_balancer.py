@@ -71,7 +71,9 @@ class _Prepared:
     diff_inputs: list[Tensor]
 
 
-def _as_loss_vector(losses: Tensor | Sequence[Tensor]) -> tuple[Tensor, list[Tensor]]:
+def _as_loss_vector(
+    losses: Tensor | Sequence[Tensor], *, need_grad: bool = True
+) -> tuple[Tensor, list[Tensor]]:
     """The losses as a (K,) tensor, plus the individual scalars (differentiated one by one in loop mode,
     so that one objective's backward pass never runs through the others' graphs)."""
     if isinstance(losses, Tensor):
@@ -95,7 +97,7 @@ def _as_loss_vector(losses: Tensor | Sequence[Tensor]) -> tuple[Tensor, list[Ten
         vec = torch.stack(items)
     if vec.shape[0] == 0:
         raise ValueError("no losses were given")
-    if not vec.requires_grad:
+    if need_grad and not vec.requires_grad:
         raise ValueError("the losses do not require grad: compute them from the model's parameters")
     return vec, items
 
@@ -269,7 +271,7 @@ class Balancer:
         if needs.closure:
             if refresh is None:
                 raise TypeError(f"{type(self.method).__name__} needs a closure: use Balancer.step")
-            probe = Probe(refresh, losses, self.shared, tasks, self.module)
+            probe = Probe(refresh, losses, self.shared, tasks, self.module, items=items)
             jac = self.method.jacobian(probe)
             width = self._n_shared + sum(t.numel() for t in tasks)
             if jac.shape != (losses.shape[0], width):
@@ -504,7 +506,8 @@ class Balancer:
                 )
 
             def refresh(batch: Any = batch) -> Tensor:
-                return _as_loss_vector(self._split(loss_fn(batch))[0])[0]
+                result = self._split(loss_fn(batch))[0]
+                return _as_loss_vector(result, need_grad=torch.is_grad_enabled())[0]
 
             prepared = self._inputs(vec, items, features, selected, refresh if needs.closure else None)
             if prepared is None:

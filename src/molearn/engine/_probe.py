@@ -11,11 +11,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from ._write import reachable_leaves
+from ._write import leaves_from_nodes
 
 __all__ = ["Probe", "perturbed"]
 
@@ -76,12 +77,35 @@ def _flat(grads: Sequence[Tensor | None], params: Sequence[Tensor]) -> Tensor:
     )
 
 
+def _own_root(item: Tensor, i: int) -> Any:
+    """The graph node of objective ``i`` alone: skips the ``stack``/``cat`` that gathered the K losses."""
+    node = item.grad_fn
+    if node is None:
+        return None
+    name = type(node).__name__
+    index: int | None = None
+    if name.startswith("UnbindBackward"):
+        index = item.output_nr
+    elif name.startswith("SelectBackward"):
+        index = int(getattr(node, "_saved_index", i))
+    if index is None:
+        return node
+    inner = node.next_functions[0][0]
+    if inner is not None and type(inner).__name__.startswith(("StackBackward", "CatBackward")):
+        branches = inner.next_functions
+        if -len(branches) <= index < len(branches):
+            return branches[index][0]
+    return node
+
+
 class Probe:
     """The current batch's losses, re-evaluable at perturbed parameters.
 
     Args:
         loss_fn: zero-argument function returning the K losses of the current batch (1-D tensor).
         losses: the K losses already computed at the current parameters (with their graph).
+        items: the K scalar losses as the user's function returned them (their graphs tell which
+            task parameters each objective uses); default: the entries of ``losses``.
         shared, tasks: the parameters; flat vectors follow ``[*shared, *tasks]``.
         module: the model, if given: :meth:`losses_at` runs it in eval mode and :meth:`gradient_at`
             restores its buffers, so perturbed passes never change BatchNorm running statistics.
@@ -94,9 +118,11 @@ class Probe:
         shared: Sequence[Tensor],
         tasks: Sequence[Tensor],
         module: nn.Module | None = None,
+        items: Sequence[Tensor] | None = None,
     ) -> None:
         self._loss_fn = loss_fn
         self.losses = losses
+        self._items = list(losses.unbind()) if items is None else list(items)
         self.shared = list(shared)
         self.tasks = list(tasks)
         self.module = module
@@ -114,8 +140,13 @@ class Probe:
         return [p.numel() for p in self.shared]
 
     def task_columns(self, i: int) -> Tensor:
-        """Indices (into the task part of a flat vector) of the task parameters objective ``i`` uses."""
-        reached = {id(t) for t in reachable_leaves([self.losses[i]])}
+        """Indices (into the task part of a flat vector) of the task parameters objective ``i`` uses.
+
+        Found from objective ``i``'s own graph; when the K losses were stacked into one vector the walk
+        enters only the ``i``-th input of the stack. Losses computed by one vectorised expression share
+        one graph, and then every task parameter counts for every objective.
+        """
+        reached = {id(t) for t in leaves_from_nodes([_own_root(self._items[i], i)])}
         cols: list[Tensor] = []
         start = 0
         for t in self.tasks:

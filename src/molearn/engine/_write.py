@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -37,9 +38,14 @@ def backward_weighted(
 
 def reachable_leaves(roots: Iterable[Tensor]) -> list[Tensor]:
     """Leaf tensors that require grad and that the graph of ``roots`` reaches, in discovery order."""
+    return leaves_from_nodes(r.grad_fn for r in roots if r.grad_fn is not None)
+
+
+def leaves_from_nodes(nodes: Iterable[Any]) -> list[Tensor]:
+    """Leaf tensors that require grad reached from autograd graph nodes, in discovery order."""
     seen: set[int] = set()
     leaves: list[Tensor] = []
-    stack = [r.grad_fn for r in roots if r.grad_fn is not None]
+    stack = list(nodes)
     visited: set[int] = set()
     while stack:
         node = stack.pop()

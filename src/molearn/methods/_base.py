@@ -106,7 +106,9 @@ class Method:
     def jacobian(self, probe: Any) -> Tensor:
         """Methods with ``Needs.closure``: the K×(P_shared + P_tasks) per-objective gradients, computed
         through the engine's :class:`~molearn.engine.Probe` (SAMO: at perturbed parameters)."""
-        raise NotImplementedError(f"{type(self).__name__} declares Needs.closure but implements no jacobian()")
+        raise NotImplementedError(
+            f"{type(self).__name__} declares Needs.closure but implements no jacobian()"
+        )
 
     def after_step(self, losses_before: Tensor, losses_after: Tensor) -> None:
         """Called with the losses on the same batch before and after the optimiser step (FAMO)."""

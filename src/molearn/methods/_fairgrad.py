@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import ClassVar, Literal
 
-from ..solvers import alpha_fair, alpha_fair_residual
+from ..solvers import alpha_fair, alpha_fair_residual, alpha_fair_sgd
 from ._base import Inputs, Method, Needs, Output, check_gramian
 
 
@@ -28,20 +28,40 @@ class FairGrad(Method):
     official harness multiplies the combined gradient by K and then clips its norm to ``max_norm = 1``;
     the clipping belongs to the training loop). TorchJD 0.18's ``FairGradWeighting`` wraps the official
     scipy solver (scale 1).
+
+    ``solver="sgd"``: the solver of the official Meta-World (MT10/MT50) code,
+    :func:`molearn.solvers.alpha_fair_sgd` — 20 momentum-SGD steps (lr 0.1, momentum 0.5, gradient
+    clipped to norm 1, ``w ≥ 1e-8``) on :math:`\|Gw - (w + 10^{-8})^{-1/\alpha}\|^2` from ``w = 1/K``,
+    best iterate by objective, raw (unnormalised) Gramian, combined gradient not multiplied by K there
+    (use ``scale=1``). An approximation that depends on the scale of ``G``: it only moves ``w`` a bounded
+    distance from ``1/K``, so it is neither scale-equivariant nor guaranteed non-conflicting; zero
+    gradients give positive weights but ``d = 0``. ``iters`` is not used by it.
     """
 
     needs: ClassVar[Needs] = Needs(gramian=True)
 
-    def __init__(self, alpha: float = 2.0, scale: float | Literal["K"] = 1.0, iters: int = 12) -> None:
+    def __init__(
+        self,
+        alpha: float = 2.0,
+        scale: float | Literal["K"] = 1.0,
+        iters: int = 12,
+        solver: Literal["newton", "sgd"] = "newton",
+    ) -> None:
         if not alpha > 0:
             raise ValueError(f"alpha must be positive, got {alpha}")
+        if solver not in ("newton", "sgd"):
+            raise ValueError(f"solver must be 'newton' or 'sgd', got {solver!r}")
         self.alpha = alpha
         self.scale = scale
         self.iters = iters
+        self.solver = solver
 
     def combine(self, inputs: Inputs) -> Output:
         g = check_gramian(inputs.gramian, "FairGrad")
-        w = alpha_fair(g, self.alpha, iters=self.iters)
+        if self.solver == "sgd":
+            w = alpha_fair_sgd(g, self.alpha)
+        else:
+            w = alpha_fair(g, self.alpha, iters=self.iters)
         scale = float(inputs.num_objectives) if self.scale == "K" else float(self.scale)
         info = {"residual": alpha_fair_residual(g, w, self.alpha)}
         return Output(weights=(w * scale).to(inputs.losses.dtype), info=info)

@@ -52,8 +52,9 @@ class MoCo(Method):
     - ``"libmtl"`` (default; median-research-group/LibMTL ``weighting/MoCo.py``, written with the
       author): ``raw_loss``, softmax, :math:`c=1`; β 0.5, σβ 0.5, γ 0.1, σγ 0.5, ρ 0 (``config.py``).
       Counter: the step.
-    - ``"tradeoff"`` (heshandevaka/Trade-Off-MOL ``LibMTL/weighting/MoCo.py``, the paper's algorithm):
-      projection, :math:`c=1`, constant β = γ = ρ = 0.1 (σ = 0), ``normalization`` (``moco_gn``) applied
+    - ``"tradeoff"`` (heshandevaka/Trade-Off-MOL ``LibMTL/weighting/MoCo.py``, closest to the paper's
+      algorithm): projection, :math:`c=1`, constant β = γ = ρ = 0.1 (σ = 0; docstring defaults, its
+      Toy-MNIST script uses ρ 0), ``normalization`` (``moco_gn``) applied
       to Y before the λ step and to the direction (the official code updates the model with the
       normalised Y). Its toy (``Toy/toy-stochastic-moco-iclr23.py``) solves the 2-task MGDA on Y exactly
       instead of the λ step; that is not reproduced.
@@ -72,7 +73,8 @@ class MoCo(Method):
     ``rho`` is added after the factor :math:`c` (the official ``"tracking"`` code has no ρ). A zero
     normaliser (zero row of Y, zero loss) counts as 1 where the official code divides by zero. Everything
     is elementwise or a K×K/ K×P product, so the method is permutation-equivariant; K = 1 gives a positive
-    multiple of the gradient (for ``"libmtl"``: ``0.5·L/(‖g‖+1e-8)·g``, positive for a positive loss).
+    multiple of the gradient at the first step (``"libmtl"``: ``0.5·L/(‖g‖+1e-8)·g``, for a positive loss).
+    TorchJD has no MoCo.
 
     Cost and state: one Jacobian (K backward passes) per step; Y is **K model-sized buffers** (K×P, kept
     in the Jacobian's dtype and device and updated in place), plus one K×K product :math:`YY^\top` and one
@@ -191,8 +193,7 @@ class MoCo(Method):
             raise ValueError("MoCo state needs 'y', 'lambd' and 'step'")
         self._y = state["y"].detach().clone()
         self._lambd = state["lambd"].detach().to(torch.float64).clone()
-        step = state["step"]
-        self._step = int(step.item()) if isinstance(step, Tensor) else int(step)
+        self._step = int(state["step"])  # an int or a 0-d tensor
 
     def reset(self) -> None:
         self._y = None
