@@ -18,11 +18,15 @@ from ._gradnorm import GradNorm
 from ._gradvac import GradVac
 from ._imtl_g import IMTLG
 from ._imtl_l import IMTLL
+from ._log_losses import LogLosses
 from ._mgda import MGDA
 from ._moco import MoCo
+from ._modo import MoDo
 from ._nash_mtl import NashMTL
 from ._pcgrad import PCGrad
 from ._rlw import RLW
+from ._samo import SAMO
+from ._sdmgrad import SDMGrad, SDMGradOS
 from ._stch import STCH
 from ._upgrad import UPGrad
 from ._uw import UW
@@ -37,6 +41,7 @@ __all__ = [
     "IMTLL",
     "MGDA",
     "RLW",
+    "SAMO",
     "STCH",
     "UW",
     "AlignedMTL",
@@ -50,12 +55,16 @@ __all__ = [
     "GradNorm",
     "GradVac",
     "Inputs",
+    "LogLosses",
     "Method",
     "MoCo",
+    "MoDo",
     "NashMTL",
     "Needs",
     "Output",
     "PCGrad",
+    "SDMGrad",
+    "SDMGradOS",
     "UPGrad",
     "get",
     "registry",
