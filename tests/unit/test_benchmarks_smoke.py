@@ -65,3 +65,44 @@ def test_bench_step_quick(tmp_path: Path) -> None:
     assert all(r["overhead_vs_grads"] != "" for r in steps)
     md = (tmp_path / "step.md").read_text()
     assert "## Targets" in md and "## mlp" in md and "## conv" in md
+
+
+def test_bench_seed_methods_quick(tmp_path: Path) -> None:
+    mod = _load("bench_seed_methods")
+    assert mod.main(["--quick", "--out", str(tmp_path)]) == 0
+    rows = _csv(tmp_path / "seed_methods.csv")
+    expected = {
+        "EW",
+        "MGDA",
+        "FairGrad (newton)",
+        "FairGrad (sgd)",
+        "LogLosses(mgda)",
+        "MoCo (libmtl)",
+        "MoDo (three)",
+        "MoDo (two, half batches)",
+        "SDMGrad (batches=3)",
+        "SDMGrad (batches=1)",
+        "SDMGradOS (n=4)",
+        "SAMO (FairGrad α=2)",
+    }
+    assert {r["variant"] for r in rows} == expected and len(rows) == len(expected)
+    assert all(r["model"] == "mlp" and r["K"] == "4" for r in rows)
+    for column in ("time_s", "time_vs_ew", "peak_bytes", "forward_passes", "backward_passes", "state_bytes"):
+        assert all(column in r for r in rows)
+    assert all(float(r["time_s"]) > 0 for r in rows)
+    # the counted passes follow the cost table (K = 4; SDMGradOS with n = 4 selects every objective)
+    by = {r["variant"]: r for r in rows}
+    assert all(r["passes_match"] == "yes" for r in rows)
+    assert (float(by["EW"]["forward_passes"]), float(by["EW"]["backward_passes"])) == (1.0, 1.0)
+    assert (float(by["MoDo (three)"]["forward_passes"]), float(by["MoDo (three)"]["backward_passes"])) == (
+        3.0,
+        12.0,
+    )
+    samo = by["SAMO (FairGrad α=2)"]
+    assert (float(samo["forward_passes"]), float(samo["backward_passes"])) == (13.0, 5.0)
+    # MoCo keeps a K×P tracking matrix (float32) and λ (K, float64)
+    p = int(by["MoCo (libmtl)"]["trunk_params"])
+    assert int(by["MoCo (libmtl)"]["state_bytes"]) == 4 * p * 4 + 4 * 8
+    md = (tmp_path / "seed_methods.md").read_text()
+    assert "Command:" in md and "## mlp" in md and "| 4 | MoCo (libmtl) |" in md
+    assert (tmp_path / "seed_methods.json").exists()
