@@ -17,6 +17,8 @@ from .engine import (
     gramian_blockwise,
     jacobian_batched,
     jacobian_loop,
+    leaves_from_nodes,
+    objective_root,
     reachable_leaves,
 )
 from .methods._base import Inputs, Method, Output, TaskGrad
@@ -69,6 +71,7 @@ class _Prepared:
     losses: Tensor
     jac: Tensor | None
     diff_inputs: list[Tensor]
+    reached: set[int] | None = None  # with a selection: ids of the task parameters the selected reach
 
 
 def _as_loss_vector(
@@ -268,6 +271,7 @@ class Balancer:
             return _Prepared(Inputs(losses=losses.detach()), losses, None, self.shared)
         tasks = self._task_params(losses)  # discovered from all K objectives' graph
         needs = self.method.needs
+        reached: set[int] | None = None
         if needs.closure:
             if refresh is None:
                 raise TypeError(f"{type(self.method).__name__} needs a closure: use Balancer.step")
@@ -285,7 +289,10 @@ class Balancer:
         else:
             if selected is not None:
                 losses_g = losses[selected.to(losses.device)]
-                items = [items[i] for i in selected.tolist()]  # sync: indices chosen on the host
+                chosen = selected.tolist()  # sync: indices chosen on the host
+                roots = [objective_root(items[i], i) for i in chosen]
+                reached = {id(t) for t in leaves_from_nodes(roots)}
+                items = [items[i] for i in chosen]
             else:
                 losses_g = losses
             gramian, jac, diff_inputs = self._gradients(losses_g, items, features)
@@ -297,7 +304,7 @@ class Balancer:
             jacobian=self._shared_columns(jac) if needs.jacobian and jac is not None else None,
             selected=selected,
         )
-        return _Prepared(inputs, losses, jac, diff_inputs)
+        return _Prepared(inputs, losses, jac, diff_inputs, reached)
 
     def _shared_columns(self, jac: Tensor) -> Tensor:
         return jac if self._resolved_mode() == "representation" else jac[:, : self._n_shared]
@@ -338,10 +345,10 @@ class Balancer:
             if jac is not None and with_tasks:
                 rows = coeff if selected is None else coeff[selected.to(coeff.device)]
                 self._accumulate_tasks(
-                    tasks, [rows.to(p.jac.dtype) @ p.jac[:, self._n_shared :] for p in parts]
+                    tasks, [rows.to(p.jac.dtype) @ p.jac[:, self._n_shared :] for p in parts], last.reached
                 )
             else:
-                backward_weighted(losses, coeff, tasks, retain_graph=retain_graph)
+                backward_weighted(losses, coeff, self._reached(tasks, last), retain_graph=retain_graph)
             return
         if out.weights is None:
             raise TypeError(f"{name}.combine returned neither weights nor a direction")
@@ -374,22 +381,27 @@ class Balancer:
             assert shared_dir is not None
             accumulate_flat(self.shared, shared_dir)
             if own:
-                self._accumulate_tasks(tasks, task_dirs)
+                self._accumulate_tasks(tasks, task_dirs, last.reached)
             elif task_dirs:
-                accumulate_flat(tasks, torch.stack(task_dirs).sum(0))
+                accumulate_flat(tasks, torch.stack(task_dirs).sum(0), only=last.reached)
         elif own and tasks:
             backward_weighted(losses, w, self.shared, retain_graph=True)
             coeff = self._task_coefficients(k, selected, w)
-            backward_weighted(losses, coeff, tasks, retain_graph=retain_graph)
+            backward_weighted(losses, coeff, self._reached(tasks, last), retain_graph=retain_graph)
         else:
             backward_weighted(losses, w, [*self.shared, *tasks], retain_graph=retain_graph)
 
     @staticmethod
-    def _accumulate_tasks(tasks: list[Tensor], per_batch: list[Tensor]) -> None:
+    def _accumulate_tasks(tasks: list[Tensor], per_batch: list[Tensor], only: set[int] | None = None) -> None:
         if not tasks or not per_batch:
             return
         total = per_batch[0] if len(per_batch) == 1 else torch.stack(per_batch).mean(0)
-        accumulate_flat(tasks, total)
+        accumulate_flat(tasks, total, only=only)
+
+    @staticmethod
+    def _reached(tasks: list[Tensor], part: _Prepared) -> list[Tensor]:
+        """The task parameters that get a gradient: with a selection, only those the selected reach."""
+        return tasks if part.reached is None else [t for t in tasks if id(t) in part.reached]
 
     def _combine(self, inputs: Inputs) -> Output:
         """The method's output; with K = 1 the single gradient passes through unchanged (weight 1),

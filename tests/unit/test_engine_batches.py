@@ -153,10 +153,34 @@ def test_selection_differentiates_only_the_selected_objectives(mode: str) -> Non
     ns = sum(p.numel() for p in shared)
     torch.testing.assert_close(inputs.gramian, jac[[0, 2], :ns] @ jac[[0, 2], :ns].T)
     torch.testing.assert_close(torch.cat([p.grad.flatten() for p in shared]), jac[[0, 2], :ns].sum(0))
-    for i in (1, 3):  # unselected heads receive nothing
-        assert all(p.grad is None or not p.grad.any() for p in heads[i].parameters())
+    for i in (1, 3):  # unselected heads receive nothing (None: momentum optimisers leave them alone)
+        assert all(p.grad is None for p in heads[i].parameters())
     for i in (0, 2):
         assert all(p.grad is not None and p.grad.any() for p in heads[i].parameters())
+
+
+@pytest.mark.parametrize("stacked", [True, False])
+def test_selection_leaves_unselected_heads_untouched_by_adam(stacked: bool) -> None:
+    trunk, heads = _model(4)
+    batch = _batches(4)[0]
+    shared = list(trunk.parameters())
+    tasks = [p for h in heads for p in h.parameters()]
+    opt = torch.optim.Adam([*shared, *tasks], lr=0.1)
+    bal = Balancer(_Pick([1, 2]), shared, tasks)
+
+    def loss_fn(b: tuple[Tensor, Tensor]) -> Any:
+        x, y = b
+        z = torch.tanh(trunk(x))
+        items = [((h(z).squeeze(-1) - y[:, i]) ** 2).mean() for i, h in enumerate(heads)]
+        return torch.stack(items) if stacked else items
+
+    bal.step(loss_fn, lambda: batch, opt)  # heads 1, 2 get Adam state
+    bal.method.subset = [0, 3]
+    before = [p.detach().clone() for i in (1, 2) for p in heads[i].parameters()]
+    bal.step(loss_fn, lambda: batch, opt)
+    after = [p.detach() for i in (1, 2) for p in heads[i].parameters()]
+    for b, a in zip(before, after):
+        assert torch.equal(b, a)  # no momentum step for heads without a gradient
 
 
 def test_invalid_selection_is_named() -> None:

@@ -2,7 +2,7 @@
 
 from ._grads import flat_jacobian, gramian_blockwise, jacobian_batched, jacobian_loop
 from ._probe import Probe, perturbed
-from ._write import accumulate_flat, backward_weighted, reachable_leaves
+from ._write import accumulate_flat, backward_weighted, leaves_from_nodes, objective_root, reachable_leaves
 
 __all__ = [
     "Probe",
@@ -12,6 +12,8 @@ __all__ = [
     "gramian_blockwise",
     "jacobian_batched",
     "jacobian_loop",
+    "leaves_from_nodes",
+    "objective_root",
     "perturbed",
     "reachable_leaves",
 ]

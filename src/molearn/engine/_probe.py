@@ -11,12 +11,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from ._write import leaves_from_nodes
+from ._write import leaves_from_nodes, objective_root
 
 __all__ = ["Probe", "perturbed"]
 
@@ -77,27 +76,6 @@ def _flat(grads: Sequence[Tensor | None], params: Sequence[Tensor]) -> Tensor:
     )
 
 
-def _own_root(item: Tensor, i: int) -> Any:
-    """The graph node of objective ``i`` alone: skips the ``stack``/``cat`` that gathered the K losses."""
-    node = item.grad_fn
-    if node is None:
-        return None
-    name = type(node).__name__
-    index: int | None = None
-    if name.startswith("UnbindBackward"):
-        index = item.output_nr
-    elif name.startswith("SelectBackward"):
-        index = int(getattr(node, "_saved_index", i))
-    if index is None:
-        return node
-    inner = node.next_functions[0][0]
-    if inner is not None and type(inner).__name__.startswith(("StackBackward", "CatBackward")):
-        branches = inner.next_functions
-        if -len(branches) <= index < len(branches):
-            return branches[index][0]
-    return node
-
-
 class Probe:
     """The current batch's losses, re-evaluable at perturbed parameters.
 
@@ -146,7 +124,7 @@ class Probe:
         enters only the ``i``-th input of the stack. Losses computed by one vectorised expression share
         one graph, and then every task parameter counts for every objective.
         """
-        reached = {id(t) for t in leaves_from_nodes([_own_root(self._items[i], i)])}
+        reached = {id(t) for t in leaves_from_nodes([objective_root(self._items[i], i)])}
         cols: list[Tensor] = []
         start = 0
         for t in self.tasks:

@@ -8,14 +8,18 @@ from typing import Any
 import torch
 from torch import Tensor
 
-__all__ = ["accumulate_flat", "backward_weighted", "reachable_leaves"]
+__all__ = ["accumulate_flat", "backward_weighted", "leaves_from_nodes", "objective_root", "reachable_leaves"]
 
 
-def accumulate_flat(params: Sequence[Tensor], direction: Tensor) -> None:
-    """Add the slices of a flat direction (P,) to the ``.grad`` of ``params``."""
+def accumulate_flat(params: Sequence[Tensor], direction: Tensor, *, only: set[int] | None = None) -> None:
+    """Add the slices of a flat direction (P,) to the ``.grad`` of ``params`` (of those whose ``id`` is in
+    ``only``, if given: the others keep their ``.grad``, e.g. ``None``)."""
     offset = 0
     for p in params:
         n = p.numel()
+        if only is not None and id(p) not in only:
+            offset += n
+            continue
         g = direction[offset : offset + n].view_as(p).to(p.dtype)
         offset += n
         if p.grad is None:
@@ -58,3 +62,24 @@ def leaves_from_nodes(nodes: Iterable[Any]) -> list[Tensor]:
             leaves.append(var)
         stack.extend(fn for fn, _ in node.next_functions if fn is not None)
     return leaves
+
+
+def objective_root(item: Tensor, i: int) -> Any:
+    """The graph node of objective ``i`` alone: skips the ``stack``/``cat`` that gathered the K losses."""
+    node = item.grad_fn
+    if node is None:
+        return None
+    name = type(node).__name__
+    index: int | None = None
+    if name.startswith("UnbindBackward"):
+        index = item.output_nr
+    elif name.startswith("SelectBackward"):
+        index = int(getattr(node, "_saved_index", i))
+    if index is None:
+        return node
+    inner = node.next_functions[0][0]
+    if inner is not None and type(inner).__name__.startswith(("StackBackward", "CatBackward")):
+        branches = inner.next_functions
+        if -len(branches) <= index < len(branches):
+            return branches[index][0]
+    return node
