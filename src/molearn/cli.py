@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import importlib
 import os
 import sys
 import time
@@ -144,12 +145,38 @@ def _toy_run(args: argparse.Namespace) -> int:
     return 1 if any(r.error for r in result.results) else 0
 
 
+def _experiment(name: str, module: str, help: str) -> Command:
+    """A command whose module under :mod:`molearn.bench` provides ``add_arguments`` and ``run_cli``
+    (imported only when the command line is built or run)."""
+
+    def load() -> Any:
+        return importlib.import_module(f"molearn.bench.{module}")
+
+    return Command(name, help, lambda p: load().add_arguments(p), lambda args: int(load().run_cli(args)))
+
+
 COMMANDS: list[Command] = [
     Command(
         "toy",
         "the CAGrad 2-D two-task toy: trajectories of several methods from the papers' starts",
         _toy_arguments,
         _toy_run,
+    ),
+    _experiment(
+        "stochastic-toy",
+        "stochastic_toy",
+        "the stochastic 2-D toy (MoDo/MoCo papers): Pareto-stationarity over iterations, mean ± CI",
+    ),
+    _experiment(
+        "modo-tradeoff",
+        "modo_tradeoff",
+        "MoDo's three-objective Fashion-MNIST experiment: optimisation, generalisation, conflict-avoidance "
+        "errors as functions of the step sizes",
+    ),
+    _experiment(
+        "objective-sampling",
+        "objective_sampling",
+        "SDMGrad-OS vs SDMGrad with many objectives: time per step and quality",
     ),
 ]
 
