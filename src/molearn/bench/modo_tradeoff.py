@@ -68,7 +68,7 @@ import math
 import os
 import sys
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
@@ -82,6 +82,7 @@ from torch import Tensor, nn
 from .. import methods as _methods
 from .._balancer import Balancer, NonFiniteLossError
 from ..solvers import min_norm
+from ._stats import mean_ci
 from .datasets import load_fashion_mnist
 
 __all__ = [
@@ -95,7 +96,6 @@ __all__ = [
     "ToyMLP",
     "TradeoffResult",
     "add_arguments",
-    "ci95",
     "format_markdown",
     "full_gradients",
     "objectives",
@@ -526,27 +526,6 @@ def run(settings: Settings | None = None, *, jobs: int = 1, log: TextIO | None =
 
 # --------------------------------------------------------------------------------------------- statistics
 #: two-sided 95 % Student-t quantiles for 1..30 degrees of freedom
-_T95 = (
-    12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228,
-    2.201, 2.179, 2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086,
-    2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042,
-)  # fmt: skip
-
-
-def ci95(values: Iterable[float]) -> tuple[float, float, int]:
-    """``(mean, half-width of the 95 % t interval, n)`` over the finite values (NaN when n = 0)."""
-    vals = [v for v in values if math.isfinite(v)]
-    n = len(vals)
-    if n == 0:
-        return math.nan, math.nan, 0
-    mean = sum(vals) / n
-    if n == 1:
-        return mean, math.nan, 1
-    sd = math.sqrt(sum((v - mean) ** 2 for v in vals) / (n - 1))
-    q = _T95[n - 2] if n - 1 <= len(_T95) else 1.96
-    return mean, q * sd / math.sqrt(n), n
-
-
 #: the columns of results.csv and the markdown tables: (key, label)
 METRICS = (
     ("opt", "R_opt"),
@@ -565,7 +544,7 @@ def summarise(result: TradeoffResult) -> list[dict[str, Any]]:
         for (lr, gamma, t), value in zip(sweep.points(), sweep.values):
             row: dict[str, Any] = {"sweep": sweep.param, "value": value, "lr": lr, "gamma": gamma, "T": t}
             for key, _ in METRICS:
-                mean, half, n = ci95(result.values(lr, gamma, t, key))
+                mean, half, n = mean_ci(result.values(lr, gamma, t, key))
                 row[key] = mean
                 row[f"{key}_ci95"] = half
                 row["seeds"] = n

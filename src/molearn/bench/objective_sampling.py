@@ -63,6 +63,7 @@ from torch import Tensor, nn
 from .. import methods as _methods
 from .._balancer import Balancer
 from ..solvers import min_norm
+from ._stats import mean_ci
 
 __all__ = [
     "DEFAULT_METHODS",
@@ -77,7 +78,6 @@ __all__ = [
     "format_markdown",
     "make_data",
     "make_model",
-    "mean_ci",
     "plot",
     "run",
     "run_cli",
@@ -396,22 +396,6 @@ def _worker_init() -> None:
 
 
 # --------------------------------------------------------------------------------------------- runner
-_T95 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145)
-
-
-def mean_ci(values: Sequence[float]) -> tuple[float, float]:
-    """Mean and half-width of the 95% Student-t confidence interval (0 for a single value; NaNs dropped)."""
-    v = [x for x in values if math.isfinite(x)]
-    if not v:
-        return math.nan, math.nan
-    mean = sum(v) / len(v)
-    if len(v) < 2:
-        return mean, 0.0
-    sd = math.sqrt(sum((x - mean) ** 2 for x in v) / (len(v) - 1))
-    t = _T95[len(v) - 2] if len(v) - 2 < len(_T95) else 1.96
-    return mean, t * sd / math.sqrt(len(v))
-
-
 @dataclass
 class Result:
     """Everything :func:`run` did."""
@@ -576,10 +560,15 @@ def run(
 
 
 # --------------------------------------------------------------------------------------------- outputs
+def _mean_ci(values: Sequence[float]) -> tuple[float, float]:
+    mean, half, _ = mean_ci(values)
+    return mean, half
+
+
 def _fmt(mean: float, half: float, digits: int = 4) -> str:
     if not math.isfinite(mean):
         return "n/a"
-    return f"{mean:.{digits}g} ± {half:.2g}"
+    return f"{mean:.{digits}g} ± {half:.2g}" if math.isfinite(half) else f"{mean:.{digits}g}"
 
 
 def _final(rs: list[SeedRun], metric: str) -> list[float]:
@@ -592,13 +581,13 @@ def _rows(result: Result) -> list[dict[str, Any]]:
         rs = result.of(s.key)
         ratio = result.time_ratios(s.key)
         row: dict[str, Any] = {"key": s.key, "setting": s.label, "seeds": len(rs)}
-        row["objectives_per_step"] = mean_ci([r.objectives for r in rs])
-        row["backward_per_step"] = mean_ci([r.backward_passes for r in rs])
-        row["ms_per_step"] = mean_ci([r.ms_per_step for r in rs])
-        row["time_ratio"] = mean_ci(ratio)
+        row["objectives_per_step"] = _mean_ci([r.objectives for r in rs])
+        row["backward_per_step"] = _mean_ci([r.backward_passes for r in rs])
+        row["ms_per_step"] = _mean_ci([r.ms_per_step for r in rs])
+        row["time_ratio"] = _mean_ci(ratio)
         for metric in ("avg_loss", "worst_loss", "stationarity"):
-            row[metric] = mean_ci(_final(rs, metric))
-            row[f"{metric}_budget"] = mean_ci(result.at_budget(s.key, metric))
+            row[metric] = _mean_ci(_final(rs, metric))
+            row[f"{metric}_budget"] = _mean_ci(result.at_budget(s.key, metric))
         rows.append(row)
     return rows
 
@@ -706,7 +695,7 @@ _METRICS = (
 def _mean_curve(rs: list[SeedRun], attr: str) -> tuple[list[float], list[float]]:
     n = min(len(getattr(r.curve, attr)) for r in rs)
     cols = [[getattr(r.curve, attr)[i] for r in rs] for i in range(n)]
-    pairs = [mean_ci(c) for c in cols]
+    pairs = [_mean_ci(c) for c in cols]
     return [m for m, _ in pairs], [h for _, h in pairs]
 
 
@@ -724,7 +713,7 @@ def plot(result: Result, path: str | os.PathLike[str]) -> None:
     colors = ("0.45", "tab:red", "tab:purple", "tab:blue", "tab:green", "tab:orange", "tab:cyan", "tab:olive")
     shown: dict[tuple[int, int], list[float]] = {}
     base = result.baseline_key()
-    t_max = max(mean_ci([r.seconds for r in result.of(base)])[0], 1e-9) * 1.05 if base else None
+    t_max = max(_mean_ci([r.seconds for r in result.of(base)])[0], 1e-9) * 1.05 if base else None
     for i, s in enumerate(result.settings):
         rs = result.of(s.key)
         if not rs:

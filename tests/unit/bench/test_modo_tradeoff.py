@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from molearn.bench import modo_tradeoff as mt
+from molearn.bench._stats import mean_ci
 from molearn.bench.datasets import FASHION_MNIST_FILES, write_idx
 
 
@@ -97,11 +98,11 @@ def test_pareto_stationarity_is_the_min_norm_element() -> None:
 def test_ci95_matches_student_t() -> None:
     stats = pytest.importorskip("scipy.stats")
     vals = [1.0, 2.0, 4.0, 7.0]
-    mean, half, n = mt.ci95(vals)
+    mean, half, n = mean_ci(vals)
     sd = torch.tensor(vals, dtype=torch.float64).std().item()
     assert (mean, n) == (3.5, 4)
     assert half == pytest.approx(stats.t.ppf(0.975, 3) * sd / 2, rel=1e-3)
-    assert math.isnan(mt.ci95([math.nan])[0]) and math.isnan(mt.ci95([1.0])[1])
+    assert math.isnan(mean_ci([math.nan])[0]) and math.isnan(mean_ci([1.0])[1])
 
 
 def test_jobs_share_runs_across_sweeps() -> None:
