@@ -82,6 +82,7 @@ from torch import Tensor, nn
 from .. import methods as _methods
 from .._balancer import Balancer, NonFiniteLossError
 from ..solvers import min_norm
+from ._plot import figure_class
 from ._stats import mean_ci
 from .datasets import load_fashion_mnist
 
@@ -674,22 +675,11 @@ def write_runs_csv(result: TradeoffResult, path: str | os.PathLike[str]) -> None
 
 
 # --------------------------------------------------------------------------------------------- figure
-def _figure_class() -> Any:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        from matplotlib.figure import Figure
-    except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise ImportError("the trade-off figure needs matplotlib: pip install molearn[plot]") from exc
-    return Figure
-
-
 def plot_tradeoff(
     result: TradeoffResult, path: str | os.PathLike[str], rows: Sequence[dict[str, Any]] | None = None
 ) -> None:
     """One row of panels per sweep (γ, α, T): R_opt and R_pop; |R_gen|; CA distance (mean ± 95 % CI)."""
-    Figure = _figure_class()
+    Figure = figure_class("trade-off figure")
     rows = list(rows if rows is not None else summarise(result))
     sweeps = result.settings.sweeps()
     fig = Figure(figsize=(13, 3.4 * len(sweeps)), layout="constrained")

@@ -63,6 +63,7 @@ from torch import Tensor, nn
 from .. import methods as _methods
 from .._balancer import Balancer
 from ..solvers import min_norm
+from ._plot import figure_class
 from ._stats import mean_ci
 
 __all__ = [
@@ -701,13 +702,7 @@ def _mean_curve(rs: list[SeedRun], attr: str) -> tuple[list[float], list[float]]
 
 def plot(result: Result, path: str | os.PathLike[str]) -> None:
     """Quality vs step (top row) and vs training wall-clock (bottom row), mean and 95% CI over seeds."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        from matplotlib.figure import Figure
-    except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise ImportError("the objective-sampling plot needs matplotlib: pip install molearn[plot]") from exc
+    Figure = figure_class("objective-sampling plot")
     fig = Figure(figsize=(14, 8), layout="constrained")
     axes = fig.subplots(2, len(_METRICS), squeeze=False)
     colors = ("0.45", "tab:red", "tab:purple", "tab:blue", "tab:green", "tab:orange", "tab:cyan", "tab:olive")

@@ -73,6 +73,7 @@ from torch import Tensor, nn
 
 from .. import methods as _methods
 from .._balancer import Balancer
+from ._plot import figure_class
 
 __all__ = [
     "DEFAULT_METHODS",
@@ -696,17 +697,9 @@ def format_markdown(result: ToyResult) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _figure_class() -> Any:
-    try:
-        from matplotlib.figure import Figure
-    except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise ImportError("the trajectories plot needs matplotlib: pip install molearn[plot]") from exc
-    return Figure
-
-
 def plot_trajectories(result: ToyResult, path: str | os.PathLike[str], *, grid: int = 200) -> None:
     """One panel per method: contours of the mean loss, the Pareto set, one trajectory per start."""
-    Figure = _figure_class()
+    Figure = figure_class("trajectories plot")
     var = result.variant
     n = len(result.methods)
     ncols = min(3, n)
