@@ -79,6 +79,8 @@ from torch import Tensor, nn
 
 from .. import methods as _methods
 from .._balancer import Balancer
+from ._plot import figure_class
+from ._stats import t_quantile
 from .toy import losses
 
 __all__ = [
@@ -107,7 +109,6 @@ __all__ = [
     "stochastic_losses",
     "summarize",
     "t_interval",
-    "t_quantile",
     "write_csv",
     "write_outputs",
 ]
@@ -159,29 +160,6 @@ def pareto_stationarity(points: Tensor, shift: Tensor | None = None) -> Tensor:
 
 
 # --------------------------------------------------------------------------------------------- statistics
-_T975 = (
-    12.706205, 4.302653, 3.182446, 2.776445, 2.570582, 2.446912, 2.364624, 2.306004, 2.262157, 2.228139,
-    2.200985, 2.178813, 2.160369, 2.144787, 2.131450, 2.119905, 2.109816, 2.100922, 2.093024, 2.085963,
-    2.079614, 2.073873, 2.068658, 2.063899, 2.059539, 2.055529, 2.051831, 2.048407, 2.045230, 2.042272,
-)  # fmt: skip
-
-
-def t_quantile(df: int) -> float:
-    """The 0.975 quantile of Student's t with ``df`` degrees of freedom (table up to 30, then the
-    Cornish-Fisher expansion, accurate to 2e-6)."""
-    if df < 1:
-        return math.nan
-    if df <= len(_T975):
-        return _T975[df - 1]
-    z = 1.959963984540054
-    return (
-        z
-        + (z**3 + z) / (4 * df)
-        + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * df**2)
-        + (3 * z**7 + 19 * z**5 + 17 * z**3 - 15 * z) / (384 * df**3)
-    )
-
-
 def t_interval(values: Tensor, dim: int = 0) -> tuple[Tensor, Tensor]:
     """Mean and half-width of the two-sided 95 % t-interval along ``dim`` (half-width NaN for one value)."""
     n = values.shape[dim]
@@ -673,14 +651,6 @@ def format_markdown(result: StochasticToyResult) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _figure_class() -> Any:
-    try:
-        from matplotlib.figure import Figure
-    except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise ImportError("the PS plot needs matplotlib: pip install molearn[plot]") from exc
-    return Figure
-
-
 _COLORS = {
     "mgda": "tab:blue",
     "moco": "#9D02D7",
@@ -693,7 +663,7 @@ _COLORS = {
 
 def plot_ps(result: StochasticToyResult, path: str | os.PathLike[str]) -> None:
     """One panel per start: PS over iterations (log y), mean over seeds with its 95 % t-band."""
-    Figure = _figure_class()
+    Figure = figure_class("PS plot")
     start_ids = sorted({r.start_index for r in result.runs})
     n = len(start_ids)
     ncols = min(3, n)
