@@ -14,6 +14,7 @@ FORBIDDEN = {
     "engine": ("methods", "solvers", "_balancer", "bench", "cli"),
     "solvers": ("methods", "engine", "_balancer", "bench", "cli"),
     "methods": ("engine", "_balancer", "bench", "cli"),
+    "train": ("bench", "cli"),
 }
 
 
