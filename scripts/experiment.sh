@@ -7,9 +7,5 @@ cd "$(dirname "$0")/.."
 name="${1:?usage: scripts/experiment.sh stochastic-toy|modo-tradeoff|objective-sampling [options]}"
 shift
 bash scripts/env.sh plot >&2
-if [ "$name" = modo-tradeoff ] && [ -z "${MOLEARN_FASHION_MNIST:-}" ] \
-   && [ ! -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ]; then
-  sudo=""; [ "$(id -u)" -ne 0 ] && sudo="sudo"
-  $sudo apt-get install -y dataset-fashion-mnist >&2 || { $sudo apt-get update >&2 && $sudo apt-get install -y dataset-fashion-mnist >&2; }
-fi
+if [ "$name" = modo-tradeoff ]; then bash scripts/fashion-mnist.sh; fi
 exec .venv/bin/molearn "$name" --out "out/$name" "$@"
