@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# The main job on its embedded default: the 2-D toy comparison (trajectories plot + end-point table in out/toy).
+# The main job on its embedded default: `molearn compare` on real Multi-Fashion (Fashion-MNIST from the Debian
+# package dataset-fashion-mnist, installed when missing): report.md, plots and runs.csv in out/compare/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/env.sh plot >&2
-exec .venv/bin/molearn toy --out out/toy "$@"
+bash scripts/fashion-mnist.sh
+exec .venv/bin/molearn compare --out out/compare "$@"

@@ -11,6 +11,7 @@ import argparse
 import ast
 import importlib
 import os
+import shlex
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -156,6 +157,12 @@ def _experiment(name: str, module: str, help: str) -> Command:
 
 
 COMMANDS: list[Command] = [
+    _experiment(
+        "compare",
+        "compare",
+        "train and compare methods on real multi-task data: Δm, per-task metrics, time and memory vs EW, "
+        "mean ± CI over seeds (report.md, plots, runs.csv)",
+    ),
     Command(
         "toy",
         "the CAGrad 2-D two-task toy: trajectories of several methods from the papers' starts",
@@ -199,6 +206,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``molearn`` script; returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    words = list(sys.argv[1:] if argv is None else argv)
+    args.command_line = shlex.join(["molearn", *words])  # for reports: the exact command
     if getattr(args, "_run", None) is None:
         parser.print_help(sys.stderr)
         return 2

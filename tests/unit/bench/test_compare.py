@@ -1,0 +1,168 @@
+"""``molearn compare`` end to end on tiny fixture data: report content, STL cache reuse, config errors,
+a diverging run reported as failed."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from molearn.bench import compare
+from molearn.bench.datasets import ENV_FASHION_MNIST, FASHION_MNIST_FILES, write_idx
+from molearn.bench.models import MultiLeNet
+from molearn.bench.multi_mnist import ENV_CACHE
+
+
+@pytest.fixture(autouse=True)
+def _data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    g = torch.Generator().manual_seed(0)
+    folder = tmp_path / "fashion"
+    for split, n in (("train", 40), ("test", 20)):
+        img, lab = FASHION_MNIST_FILES[split]
+        write_idx(folder / f"{img}.gz", torch.randint(0, 256, (n, 28, 28), generator=g, dtype=torch.uint8))
+        write_idx(folder / f"{lab}.gz", (torch.arange(n) % 10).to(torch.uint8))
+    monkeypatch.setenv(ENV_FASHION_MNIST, str(folder))
+    monkeypatch.setenv(ENV_CACHE, str(tmp_path / "cache"))
+
+
+def _args(tmp_path: Path, *argv: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    compare.add_arguments(parser)
+    args = parser.parse_args(["--quick", "--out", str(tmp_path / "out"), "--no-plot", *argv])
+    args.command_line = "molearn compare " + " ".join(argv)
+    return args
+
+
+def _rows(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_model_shapes() -> None:
+    model = MultiLeNet()
+    out = model(torch.zeros(3, 1, 36, 36))
+    assert [tuple(o.shape) for o in out] == [(3, 10), (3, 10)]
+    shared = {id(p) for p in model.shared_parameters()}
+    heads = {id(p) for p in model.task_parameters()}
+    assert shared and heads and not shared & heads
+    assert shared | heads == {id(p) for p in model.parameters()}
+
+
+def test_end_to_end_and_stl_cache(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # worker processes (spawn): every run in its own process, peak memory measured
+    rc = compare.run_cli(_args(tmp_path, "--methods", "mgda,famo", "--seeds", "0", "--jobs", "2"))
+    assert rc == 0
+    out = tmp_path / "out"
+    report = (out / "report.md").read_text()
+    for name in (
+        "EW",
+        "MGDA",
+        "FAMO",
+        "Δm%",
+        "time/step ÷ EW",
+        "peak mem ÷ EW",
+        "short schedule",
+        "molearn compare --methods mgda,famo",
+        "| torch |",
+    ):
+        assert name in report
+    rows = {r["method"]: r for r in _rows(out / "runs.csv")}
+    assert set(rows) == {"EW", "MGDA", "FAMO"}  # EW added as the cost reference
+    for r in rows.values():
+        assert math.isfinite(float(r["delta_m"])) and r["error"] == ""
+        assert math.isfinite(float(r["metric:acc_left"]))
+        assert float(r["time_per_step"]) > 0
+        assert float(r["peak_memory"]) >= 0
+    assert float(rows["EW"]["time_ratio"]) == 1.0
+    assert float(rows["EW"]["memory_ratio"]) in (1.0,) or math.isnan(float(rows["EW"]["memory_ratio"]))
+    assert (out / "runs" / "mgda-seed0" / "checkpoint.pt").is_file()
+    assert (out / "runs" / "ew-seed0" / "steps.csv").is_file()
+    cached = sorted((tmp_path / "cache" / "compare-stl").glob("*.json"))
+    assert len(cached) == 2  # one per task
+    stl_metrics = [json.loads(p.read_text())["metrics"] for p in cached]
+
+    # second call, in this process: the STL baselines come from the cache, Δm uses them
+    capsys.readouterr()
+    rc = compare.run_cli(_args(tmp_path, "--methods", "ew", "--seeds", "0", "--jobs", "0"))
+    assert rc == 0
+    text = capsys.readouterr().out
+    assert "2 STL runs cached, 1 runs to do" in text
+    assert "STL" not in text.split("runs to do", 1)[1]  # no STL run was trained again
+    new = {r["method"]: r for r in _rows(out / "runs.csv")}
+    assert set(new) == {"EW"}
+    left = next(m["acc_left"] for m in stl_metrics if "acc_left" in m)
+    assert "reused from the cache" in (out / "report.md").read_text()
+    assert math.isfinite(float(new["EW"]["delta_m"])) and left >= 0
+    assert math.isnan(float(new["EW"]["peak_memory"]))  # in-process on CPU: not measured
+
+
+def test_nonfinite_run_is_reported_and_others_continue(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def hook(spec: compare.RunSpec, losses: torch.Tensor) -> torch.Tensor:
+        if spec.method == "mgda":
+            return losses * torch.tensor([1.0, float("nan")])
+        return losses
+
+    monkeypatch.setattr(compare, "_LOSS_HOOK", hook)
+    rc = compare.run_cli(_args(tmp_path, "--methods", "mgda", "--seeds", "0", "--jobs", "0"))
+    assert rc == 0
+    rows = {r["method"]: r for r in _rows(tmp_path / "out" / "runs.csv")}
+    assert "step 1 " in rows["MGDA"]["error"] and "objective(s) [1]" in rows["MGDA"]["error"]
+    assert math.isnan(float(rows["MGDA"]["delta_m"]))
+    assert rows["EW"]["error"] == "" and math.isfinite(float(rows["EW"]["delta_m"]))
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert "Runs stopped early" in report and "MGDA, seed 0" in report
+
+
+@pytest.mark.parametrize(
+    ("config", "needle"),
+    [
+        ({"methods": ["ew"], "learning_rate": 1}, "'learning_rate'"),
+        ({"methods": ["ew", "nosuchmethod"]}, "mgda"),
+        ({"dataset": "cifar"}, "multi_fashion"),
+        ({"schedule": {"epochs": 1, "warmup": 3}}, "schedule.warmup"),
+        ({"schedule": "slow"}, "quick"),
+    ],
+)
+def test_config_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str], config: dict, needle: str) -> None:
+    path = tmp_path / "cfg.json"
+    path.write_text(json.dumps(config))
+    parser = argparse.ArgumentParser()
+    compare.add_arguments(parser)
+    args = parser.parse_args(["--config", str(path), "--out", str(tmp_path / "out")])
+    assert compare.run_cli(args) == 2
+    err = capsys.readouterr().err
+    assert "error" in err and needle in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_flag_errors_and_config_values(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert compare.run_cli(_args(tmp_path, "--methods", "ew,bogus")) == 2
+    err = capsys.readouterr().err
+    assert "unknown method 'bogus'" in err and "cagrad" in err
+    assert compare.run_cli(_args(tmp_path, "--dataset", "svhn")) == 2
+    assert "multi_fashion_mnist" in capsys.readouterr().err
+
+    path = tmp_path / "cfg.json"
+    path.write_text(
+        json.dumps(
+            {
+                "methods": {"cagrad": {"c": 0.2}, "mgda": {}},
+                "seeds": [3, 4],
+                "dataset": "multi_fashion",
+                "schedule": {"base": "quick", "epochs": 2},
+            }
+        )
+    )
+    parser = argparse.ArgumentParser()
+    compare.add_arguments(parser)
+    cfg = compare.resolve_config(parser.parse_args(["--config", str(path), "--seeds", "7"]))
+    assert list(cfg.methods) == ["ew", "cagrad", "mgda"] and cfg.methods["cagrad"] == {"c": 0.2}
+    assert cfg.seeds == [7]  # the flag wins over the config
+    assert cfg.schedule.epochs == 2 and cfg.schedule.n_train == compare.SCHEDULES["quick"].n_train
