@@ -15,6 +15,7 @@ FORBIDDEN = {
     "solvers": ("methods", "engine", "_balancer", "bench", "cli"),
     "methods": ("engine", "_balancer", "bench", "cli"),
     "train": ("bench", "cli"),
+    "pareto": ("bench", "cli", "train"),
 }
 
 

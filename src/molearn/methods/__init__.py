@@ -7,6 +7,7 @@ from ._config import ConFIG
 from ._db_mtl import DBMTL
 from ._dualproj import DualProj
 from ._dwa import DWA
+from ._epo import EPO
 from ._ew import EW
 from ._excess_mtl import ExcessMTL
 from ._fairgrad import FairGrad
@@ -23,23 +24,27 @@ from ._mgda import MGDA
 from ._moco import MoCo
 from ._modo import MoDo
 from ._nash_mtl import NashMTL
+from ._pbi import PBI
 from ._pcgrad import PCGrad
 from ._rlw import RLW
 from ._samo import SAMO
 from ._sdmgrad import SDMGrad, SDMGradOS
 from ._stch import STCH
+from ._tchebycheff import ModifiedTchebycheff, Tchebycheff
 from ._upgrad import UPGrad
 from ._uw import UW
 
 __all__ = [
     "DBMTL",
     "DWA",
+    "EPO",
     "EW",
     "FAMO",
     "GLS",
     "IMTLG",
     "IMTLL",
     "MGDA",
+    "PBI",
     "RLW",
     "SAMO",
     "STCH",
@@ -59,12 +64,14 @@ __all__ = [
     "Method",
     "MoCo",
     "MoDo",
+    "ModifiedTchebycheff",
     "NashMTL",
     "Needs",
     "Output",
     "PCGrad",
     "SDMGrad",
     "SDMGradOS",
+    "Tchebycheff",
     "UPGrad",
     "get",
     "registry",
