@@ -1,5 +1,49 @@
-"""Pareto fronts: quality indicators (and, as they land, test problems and front exploration)."""
+"""Pareto fronts: torch-differentiable test problems with known fronts, and quality indicators.
+
+Indicators are computed on request (``Hypervolume(ref).do(F)``), never silently during training.
+"""
 
 from ._indicators import GD, IGD, GDPlus, Hypervolume, IGDPlus, Indicator, Spacing, Spread
+from ._problems import (
+    DTLZ1,
+    DTLZ2,
+    DTLZ3,
+    DTLZ4,
+    DTLZ7,
+    VLMOP1,
+    VLMOP2,
+    ZDT1,
+    ZDT2,
+    ZDT3,
+    ZDT4,
+    ZDT6,
+    Problem,
+    problem,
+    problem_names,
+)
 
-__all__ = ["GD", "IGD", "GDPlus", "Hypervolume", "IGDPlus", "Indicator", "Spacing", "Spread"]
+__all__ = [
+    "DTLZ1",
+    "DTLZ2",
+    "DTLZ3",
+    "DTLZ4",
+    "DTLZ7",
+    "GD",
+    "IGD",
+    "VLMOP1",
+    "VLMOP2",
+    "ZDT1",
+    "ZDT2",
+    "ZDT3",
+    "ZDT4",
+    "ZDT6",
+    "GDPlus",
+    "Hypervolume",
+    "IGDPlus",
+    "Indicator",
+    "Problem",
+    "Spacing",
+    "Spread",
+    "problem",
+    "problem_names",
+]
