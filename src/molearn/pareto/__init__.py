@@ -1,4 +1,4 @@
-"""Pareto fronts: torch-differentiable test problems with known fronts, and quality indicators.
+"""Pareto fronts: test problems with known fronts, quality indicators and Pareto set learning.
 
 Indicators are computed on request (``Hypervolume(ref).do(F)``), never silently during training.
 """
@@ -21,6 +21,7 @@ from ._problems import (
     problem,
     problem_names,
 )
+from ._psl import ParetoSetModel, evaluate_psl, train_psl
 
 __all__ = [
     "DTLZ1",
@@ -41,9 +42,12 @@ __all__ = [
     "Hypervolume",
     "IGDPlus",
     "Indicator",
+    "ParetoSetModel",
     "Problem",
     "Spacing",
     "Spread",
+    "evaluate_psl",
     "problem",
     "problem_names",
+    "train_psl",
 ]
