@@ -163,6 +163,12 @@ COMMANDS: list[Command] = [
         "train and compare methods on real multi-task data: Δm, per-task metrics, time and memory vs EW, "
         "mean ± CI over seeds (report.md, plots, runs.csv)",
     ),
+    _experiment(
+        "pareto",
+        "pareto_cmd",
+        "preference sweeps on test problems with known fronts: front plots, hypervolume and IGD vs the true "
+        "front and vs NSGA-II",
+    ),
     Command(
         "toy",
         "the CAGrad 2-D two-task toy: trajectories of several methods from the papers' starts",

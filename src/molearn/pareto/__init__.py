@@ -22,6 +22,7 @@ from ._problems import (
     problem_names,
 )
 from ._psl import ParetoSetModel, evaluate_psl, train_psl
+from ._sweep import SweepResult, make_preference_method, preference_sweep, uniform_preferences
 
 __all__ = [
     "DTLZ1",
@@ -46,8 +47,12 @@ __all__ = [
     "Problem",
     "Spacing",
     "Spread",
+    "SweepResult",
     "evaluate_psl",
+    "make_preference_method",
+    "preference_sweep",
     "problem",
     "problem_names",
     "train_psl",
+    "uniform_preferences",
 ]

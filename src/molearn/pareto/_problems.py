@@ -105,16 +105,21 @@ def _simplex_lattice(n: int, m: int) -> Tensor:
     h = 1
     while math.comb(h + m - 1, m - 1) < n:
         h += 1
+    pts = das_dennis(m, h)
+    return pts[_even_indices(pts.shape[0], n)]
+
+
+def das_dennis(m: int, h: int) -> Tensor:
+    """All points of the simplex lattice with step ``1/h`` in ``m`` dimensions (Das & Dennis 1998), shape
+    ``(C(h+m-1, m-1), m)``, float64; for ``m = 2`` ordered from ``(0, 1)`` to ``(1, 0)``."""
     if m == 2:
         t = torch.linspace(0.0, 1.0, h + 1, dtype=_F64)
-        pts = torch.stack([t, 1.0 - t], dim=1)
-    else:
-        rows = []
-        for bars in itertools.combinations(range(h + m - 1), m - 1):
-            edges = (-1, *bars, h + m - 1)
-            rows.append([edges[i + 1] - edges[i] - 1 for i in range(m)])
-        pts = torch.tensor(rows, dtype=_F64) / h
-    return pts[_even_indices(pts.shape[0], n)]
+        return torch.stack([t, 1.0 - t], dim=1)
+    rows = []
+    for bars in itertools.combinations(range(h + m - 1), m - 1):
+        edges = (-1, *bars, h + m - 1)
+        rows.append([edges[i + 1] - edges[i] - 1 for i in range(m)])
+    return torch.tensor(rows, dtype=_F64) / h
 
 
 def _grid_on_pieces(m: int, pieces: tuple[tuple[float, float], ...]) -> Tensor:
