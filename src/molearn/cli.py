@@ -191,6 +191,30 @@ COMMANDS: list[Command] = [
         "objective_sampling",
         "SDMGrad-OS vs SDMGrad with many objectives: time per step and quality",
     ),
+    _experiment(
+        "llm-joint",
+        "llm_joint",
+        "joint SFT+DPO post-training (ALRIGHT, MAXRIGHT, Mix) vs sequential SFT→DPO / DPO→SFT on SmolLM2: "
+        "final points in the (f_SFT, f_DPO) plane, time and memory per step",
+    ),
+    _experiment(
+        "fed-alora",
+        "fed_alora",
+        "federated LoRA fine-tuning: Fed-ALoRA (B-only averaging) vs FedAvg of A and B, per-client loss and "
+        "bytes per round",
+    ),
+    _experiment(
+        "open-fl",
+        "open_fl",
+        "open federated learning (clients join and leave): stability radius of local SGD and local Adam "
+        "against the condition number and the gradient noise",
+    ),
+    _experiment(
+        "mimo",
+        "mimo",
+        "multi-modal learning without modality imbalance: MIMO and baselines on audio-visual Fashion-MNIST, "
+        "fused and uni-modal accuracy over seeds",
+    ),
 ]
 
 

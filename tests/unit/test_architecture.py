@@ -16,6 +16,9 @@ FORBIDDEN = {
     "methods": ("engine", "_balancer", "bench", "cli"),
     "train": ("bench", "cli"),
     "pareto": ("bench", "cli", "train"),
+    "llm": ("bench", "cli", "pareto", "federated", "multimodal"),
+    "federated": ("bench", "cli", "pareto", "multimodal"),
+    "multimodal": ("bench", "cli", "pareto", "llm", "federated"),
 }
 
 
@@ -50,3 +53,19 @@ def test_docs_list_every_method() -> None:
     doc = (ROOT / "docs" / "methods.md").read_text()
     for name, cls in molearn.methods.registry().items():
         assert f"`{cls.__name__}`" in doc, f"docs/methods.md does not describe {cls.__name__} ({name})"
+
+
+def test_import_molearn_stays_torch_only() -> None:
+    """The core must not pull in the optional stacks (transformers, peft, trl, flwr, matplotlib, ...)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, molearn, molearn.methods, molearn.pareto, molearn.llm, molearn.federated, "
+        "molearn.multimodal, molearn.cli; "
+        "heavy = ('transformers', 'peft', 'trl', 'datasets', 'flwr', 'ray', 'matplotlib', 'moocore', "
+        "'yaml'); "
+        "print(','.join(m for m in heavy if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "", f"import molearn loads {out.stdout.strip()}"

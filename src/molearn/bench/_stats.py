@@ -42,3 +42,10 @@ def mean_ci(values: Iterable[float]) -> tuple[float, float, int]:
         return mean, math.nan, 1
     sd = math.sqrt(sum((v - mean) ** 2 for v in vals) / (n - 1))
     return mean, t_quantile(n - 1) * sd / math.sqrt(n), n
+
+
+def fmt_cell(v: object) -> str:
+    """A table cell: floats with 4 decimals (1 from 100 on), NaN as empty, anything else as ``str``."""
+    if isinstance(v, float):
+        return "" if math.isnan(v) else f"{v:.4f}" if abs(v) < 100 else f"{v:.1f}"
+    return str(v)

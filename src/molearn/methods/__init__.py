@@ -4,6 +4,7 @@ from ._aligned_mtl import AlignedMTL
 from ._base import Inputs, Method, Needs, Output, get, registry
 from ._cagrad import CAGrad
 from ._config import ConFIG
+from ._cosmos import COSMOS
 from ._db_mtl import DBMTL
 from ._dualproj import DualProj
 from ._dwa import DWA
@@ -26,6 +27,7 @@ from ._modo import MoDo
 from ._nash_mtl import NashMTL
 from ._pbi import PBI
 from ._pcgrad import PCGrad
+from ._pmgda import PMGDA
 from ._rlw import RLW
 from ._samo import SAMO
 from ._sdmgrad import SDMGrad, SDMGradOS
@@ -35,6 +37,7 @@ from ._upgrad import UPGrad
 from ._uw import UW
 
 __all__ = [
+    "COSMOS",
     "DBMTL",
     "DWA",
     "EPO",
@@ -45,6 +48,7 @@ __all__ = [
     "IMTLL",
     "MGDA",
     "PBI",
+    "PMGDA",
     "RLW",
     "SAMO",
     "STCH",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from collections.abc import Sequence
 from typing import ClassVar
 
 import torch
@@ -46,7 +47,9 @@ class EPO(Method):
     patch), and negative losses are clipped at 0 (the official code raises). LibMOON passes
     :math:`r = 1/p` (losses ∝ p); molearn follows the official convention (losses ∝ 1/pref). Ties between
     optimal vertices go to the first one found, so exact permutation equivariance holds only where the
-    LP optimum is unique. K = 1: α = 1, the gradient itself.
+    LP optimum is unique. K = 1: α = 1, the gradient itself. :func:`epo_weights` solves N such LPs in
+    one batched call; :meth:`combine_many` (used by :func:`molearn.pareto.preference_sweep`) gives N
+    instances' weights at once, equal to N :meth:`combine` calls.
     """
 
     needs: ClassVar[Needs] = Needs(gramian=True)
@@ -58,71 +61,116 @@ class EPO(Method):
         self.pref = check_pref(pref, "EPO", positive=True)
         self.eps = float(eps)
         self.relax = bool(relax)
-        self._combos: dict[tuple[int, str], Tensor] = {}
-
-    def _combinations(self, k: int, device: torch.device) -> Tensor:
-        key = (k, str(device))
-        if key not in self._combos:
-            rows = list(itertools.combinations(range(2 * k + 1), k - 1))
-            self._combos[key] = torch.tensor(rows, dtype=torch.long).reshape(len(rows), k - 1).to(device)
-        return self._combos[key]
 
     def combine(self, inputs: Inputs) -> Output:
         k = inputs.num_objectives
         if k > MAX_OBJECTIVES:
             raise ValueError(f"EPO enumerates LP vertices and supports K <= {MAX_OBJECTIVES}, got K={k}")
         losses = inputs.losses.detach()
-        gram = check_gramian(inputs.gramian, "EPO").detach().to(torch.float64)
-        x = losses.to(torch.float64)
-        r = resolve_pref(self.pref, k, "EPO", x)
-        tiny = torch.finfo(torch.float64).tiny
+        gram = check_gramian(inputs.gramian, "EPO").detach()
+        r = resolve_pref(self.pref, k, "EPO", losses)
+        w, info = epo_weights(losses.unsqueeze(0), gram.unsqueeze(0), r.unsqueeze(0), eps=self.eps,
+                              relax=self.relax)
+        return Output(weights=w[0].to(losses.dtype), info={key: v[0] for key, v in info.items()})
 
-        # adjustments (official ``adjustments``/``mu``)
-        rl = r * x.clamp_min(0)
-        lhat = rl / rl.sum().clamp_min(tiny)
-        keep = lhat > torch.finfo(torch.float64).eps
-        mu = torch.where(keep, lhat * torch.log((lhat * k).clamp_min(tiny)), torch.zeros_like(lhat)).sum()
-        a = r * (torch.log((lhat * k).clamp_min(1e-3)) - mu)
+    @staticmethod
+    def combine_many(methods: Sequence[Method], losses: Tensor, gramian: Tensor | None) -> Tensor | None:
+        """Weights (N, K) of N EPO instances, one per row of ``losses`` (N, K) and ``gramian`` (N, K, K),
+        solved in batched calls (what :func:`molearn.pareto.preference_sweep` uses); equal to calling
+        :meth:`combine` row by row. ``None`` if they differ in anything but ``pref``."""
+        if gramian is None or not methods or not all(type(m) is EPO for m in methods):
+            return None
+        ms = [m for m in methods if isinstance(m, EPO)]
+        if len({(m.eps, m.relax) for m in ms}) != 1:
+            return None
+        n, k = losses.shape
+        if k > MAX_OBJECTIVES:
+            return None
+        prefs = torch.stack([resolve_pref(m.pref, k, "EPO", losses) for m in ms])
+        # bound the number of small systems per call (N × C(2K+1, K-1)) to keep memory modest
+        chunk = max(1, _MAX_SYSTEMS // _combinations(k, losses.device).shape[0])
+        out = [
+            epo_weights(losses[i : i + chunk], gramian[i : i + chunk], prefs[i : i + chunk],
+                        eps=ms[0].eps, relax=ms[0].relax)[0]
+            for i in range(0, n, chunk)
+        ]
+        return torch.cat(out).to(losses.dtype)
 
-        c = gram / torch.diagonal(gram).mean().clamp_min(tiny)
-        ca = c @ a
-        balance = mu > self.eps
 
-        # balance LP: rhs as the official code sets it (-inf = no constraint)
-        pos = ca > 0
-        star = rl == rl.max()
-        inf = torch.full_like(ca, float("inf"))
-        rhs_bal = torch.where(star, torch.zeros_like(ca), torch.where(pos, -inf, ca))
-        rhs_bal = torch.where(pos.any(), rhs_bal, torch.zeros_like(ca))
-        # descent LP
-        extra = torch.minimum(ca.max(), torch.zeros_like(ca[0]))
-        extra_on = torch.tensor(not self.relax, device=x.device)
+_MAX_SYSTEMS = 1 << 18
+_COMBOS: dict[tuple[int, str], Tensor] = {}
 
-        rhs_c = torch.where(balance, rhs_bal, torch.zeros_like(ca))
-        on_c = torch.isfinite(rhs_c)
-        on_extra = ~balance & extra_on
-        objective = torch.where(balance, ca, c.sum(0))
 
-        eye = torch.eye(k, dtype=torch.float64, device=x.device)
-        a_rows = torch.cat([eye, c, ca.unsqueeze(0)])  # (2K+1, K): A alpha >= b
-        b = torch.cat([torch.zeros_like(ca), torch.where(on_c, rhs_c, torch.zeros_like(ca)), extra.view(1)])
-        on = torch.cat([torch.ones_like(on_c), on_c, on_extra.view(1)])
+def _combinations(k: int, device: torch.device) -> Tensor:
+    """Every choice of K−1 active inequalities among the 2K+1 of the LPs, shape (M, K−1)."""
+    key = (k, str(device))
+    if key not in _COMBOS:
+        rows = list(itertools.combinations(range(2 * k + 1), k - 1))
+        _COMBOS[key] = torch.tensor(rows, dtype=torch.long).reshape(len(rows), k - 1).to(device)
+    return _COMBOS[key]
 
-        combos = self._combinations(k, x.device)
-        n = combos.shape[0]
-        m = torch.cat([a_rows[combos], torch.ones(n, 1, k, dtype=torch.float64, device=x.device)], dim=1)
-        rhs = torch.cat([b[combos], torch.ones(n, 1, dtype=torch.float64, device=x.device)], dim=1)
-        alpha, _ = torch.linalg.solve_ex(m, rhs)
-        finite = torch.isfinite(alpha).all(dim=1)
-        alpha = torch.where(finite.unsqueeze(1), alpha, torch.zeros_like(alpha))
-        tol = 1e-9 * (1 + b.abs())
-        resid = ((m @ alpha.unsqueeze(2)).squeeze(2) - rhs).abs().amax(dim=1)
-        slack = alpha @ a_rows.T - b  # (n, 2K+1)
-        ok = (slack >= -tol) | ~on
-        valid = finite & on[combos].all(dim=1) & ok.all(dim=1) & (resid <= 1e-9 * (1 + rhs.abs().amax(dim=1)))
-        score = torch.where(valid, alpha @ objective, torch.full_like(alpha[:, 0], -float("inf")))
-        best = alpha[score.argmax()]
-        feasible = valid.any()
-        alpha = torch.where(feasible, best, r / r.sum())
-        info = {"mu": mu, "balance": balance, "feasible": feasible}
-        return Output(weights=(k * alpha).to(losses.dtype), info=info)
+
+def epo_weights(
+    losses: Tensor, gramian: Tensor, pref: Tensor, *, eps: float = 1e-4, relax: bool = False
+) -> tuple[Tensor, dict[str, Tensor]]:
+    r"""EPO's weights :math:`K\alpha` (N, K) in float64 for a batch: ``losses`` (N, K), ``gramian``
+    (N, K, K), ``pref`` (N, K) (each row one independent LP; see :class:`EPO`), with diagnostics
+    ``mu``, ``balance``, ``feasible`` (each (N,)). Pure torch, no host sync."""
+    x = losses.to(torch.float64)
+    gram = gramian.to(torch.float64)
+    r = pref.to(torch.float64)
+    n, k = x.shape
+    dev = x.device
+    tiny = torch.finfo(torch.float64).tiny
+
+    # adjustments (official ``adjustments``/``mu``)
+    rl = r * x.clamp_min(0)
+    lhat = rl / rl.sum(1, keepdim=True).clamp_min(tiny)
+    keep = lhat > torch.finfo(torch.float64).eps
+    mu = torch.where(keep, lhat * torch.log((lhat * k).clamp_min(tiny)), torch.zeros_like(lhat)).sum(1)
+    a = r * (torch.log((lhat * k).clamp_min(1e-3)) - mu.unsqueeze(1))
+
+    c = gram / torch.diagonal(gram, dim1=1, dim2=2).mean(1).clamp_min(tiny).view(n, 1, 1)
+    ca = (c @ a.unsqueeze(2)).squeeze(2)
+    balance = mu > eps
+
+    # balance LP: rhs as the official code sets it (-inf = no constraint)
+    zeros = torch.zeros_like(ca)
+    pos = ca > 0
+    star = rl == rl.amax(1, keepdim=True)
+    rhs_bal = torch.where(star, zeros, torch.where(pos, torch.full_like(ca, -float("inf")), ca))
+    rhs_bal = torch.where(pos.any(1, keepdim=True), rhs_bal, zeros)
+    # descent LP
+    extra = ca.amax(1).clamp_max(0)
+    rhs_c = torch.where(balance.unsqueeze(1), rhs_bal, zeros)
+    on_c = torch.isfinite(rhs_c)
+    on_extra = ~balance & (not relax)
+    objective = torch.where(balance.unsqueeze(1), ca, c.sum(1))
+
+    eye = torch.eye(k, dtype=torch.float64, device=dev).expand(n, k, k)
+    a_rows = torch.cat([eye, c, ca.unsqueeze(1)], dim=1)  # (N, 2K+1, K): A alpha >= b
+    b = torch.cat([zeros, torch.where(on_c, rhs_c, zeros), extra.unsqueeze(1)], dim=1)
+    on = torch.cat([torch.ones_like(on_c), on_c, on_extra.unsqueeze(1)], dim=1)
+
+    combos = _combinations(k, dev)
+    m_c = combos.shape[0]
+    ones = torch.ones(n, m_c, 1, k, dtype=torch.float64, device=dev)
+    m = torch.cat([a_rows[:, combos], ones], dim=2)  # (N, M, K, K)
+    rhs = torch.cat([b[:, combos], ones[..., 0]], dim=2)  # (N, M, K)
+    alpha, _ = torch.linalg.solve_ex(m, rhs)
+    finite = torch.isfinite(alpha).all(dim=2)
+    alpha = torch.where(finite.unsqueeze(2), alpha, torch.zeros_like(alpha))
+    tol = 1e-9 * (1 + b.abs()).unsqueeze(1)
+    resid = ((m @ alpha.unsqueeze(3)).squeeze(3) - rhs).abs().amax(dim=2)
+    slack = alpha @ a_rows.transpose(1, 2) - b.unsqueeze(1)  # (N, M, 2K+1)
+    ok = (slack >= -tol) | ~on.unsqueeze(1)
+    valid = (
+        finite & on[:, combos].all(dim=2) & ok.all(dim=2)
+        & (resid <= 1e-9 * (1 + rhs.abs().amax(dim=2)))
+    )
+    value = (alpha * objective.unsqueeze(1)).sum(2)
+    score = torch.where(valid, value, torch.full_like(value, -float("inf")))
+    best = alpha.gather(1, score.argmax(dim=1).view(n, 1, 1).expand(n, 1, k)).squeeze(1)
+    feasible = valid.any(dim=1)
+    alpha = torch.where(feasible.unsqueeze(1), best, r / r.sum(1, keepdim=True))
+    return k * alpha, {"mu": mu, "balance": balance, "feasible": feasible}

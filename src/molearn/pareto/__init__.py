@@ -3,6 +3,16 @@
 Indicators are computed on request (``Hypervolume(ref).do(F)``), never silently during training.
 """
 
+from ._conditioned import (
+    ConditionedLog,
+    FiLM,
+    FixedPreference,
+    PreferenceAsInput,
+    PreferenceConditioned,
+    append_preference,
+    evaluate_conditioned,
+    train_conditioned,
+)
 from ._indicators import GD, IGD, GDPlus, Hypervolume, IGDPlus, Indicator, Spacing, Spread
 from ._problems import (
     DTLZ1,
@@ -39,20 +49,28 @@ __all__ = [
     "ZDT3",
     "ZDT4",
     "ZDT6",
+    "ConditionedLog",
+    "FiLM",
+    "FixedPreference",
     "GDPlus",
     "Hypervolume",
     "IGDPlus",
     "Indicator",
     "ParetoSetModel",
+    "PreferenceAsInput",
+    "PreferenceConditioned",
     "Problem",
     "Spacing",
     "Spread",
     "SweepResult",
+    "append_preference",
+    "evaluate_conditioned",
     "evaluate_psl",
     "make_preference_method",
     "preference_sweep",
     "problem",
     "problem_names",
+    "train_conditioned",
     "train_psl",
     "uniform_preferences",
 ]

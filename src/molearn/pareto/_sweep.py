@@ -14,6 +14,10 @@ then gets the same :class:`~molearn.methods.Inputs` a ``Balancer(method, shared=
 :math:`J_i^\top w_i` (or its direction) is written into row :math:`i` of ``X.grad``. Adam acts element-wise,
 so one Adam on ``X`` is exactly ``n_prefs`` independent Adams: the result equals ``n_prefs`` separate
 Balancer runs (checked in the tests), at the cost of one batched forward and K backward passes per step.
+Where the method class offers ``combine_many(methods, losses (N, K), gramian (N, K, K) or None)`` (EPO,
+PMGDA: their LPs are solved by vertex enumeration; COSMOS), all N weight vectors come from one batched
+call instead of N ``combine`` calls; it returns ``None`` when the instances cannot share a solve (different
+hyper-parameters), and the per-preference loop is used.
 
 The learning rate follows a cosine schedule from ``lr`` down to ``lr * lr_min_factor`` so that methods with
 non-smooth weights (Tchebycheff's one-hot) settle on their point. The box is shrunk by
@@ -109,6 +113,7 @@ def preference_sweep(
     dtype: torch.dtype = torch.float64,
     device: torch.device | str | None = None,
     method_kwargs: dict[str, Any] | None = None,
+    batched: bool = True,
 ) -> SweepResult:
     """Train one decision vector per preference with ``method_name`` (see the module docstring).
 
@@ -121,6 +126,8 @@ def preference_sweep(
         seed: the start points are uniform in the box, drawn from a generator with this seed.
         prefs: explicit preferences (N, n_obj) instead of the uniform ones.
         method_kwargs: extra keyword arguments for every method instance.
+        batched: use the method class's ``combine_many`` (all preferences in one solve) where it has
+            one; ``False`` calls ``combine`` once per preference (same result, for checking).
     """
     prob = _problem(problem) if isinstance(problem, str) else problem
     if steps < 0:
@@ -135,6 +142,9 @@ def preference_sweep(
     n = P.shape[0]
     meths = [make_preference_method(method_name, P[i], **(method_kwargs or {})) for i in range(n)]
     needs = meths[0].needs
+    # a method class may solve all N rows at once (``combine_many``: EPO, PMGDA); it returns None when
+    # the instances cannot share one solve, and the loop below then calls each ``combine``
+    many = getattr(type(meths[0]), "combine_many", None) if batched else None
     if needs.batches > 1 or needs.closure or needs.after_step:
         raise ValueError(
             f"{type(meths[0]).__name__} needs independent batches, a closure or post-step losses; "
@@ -158,21 +168,26 @@ def preference_sweep(
         )  # (n, m, n_var)
         G = J @ J.transpose(1, 2) if needs.gradients else None
         Fd = F.detach()
-        rows = []
-        for i, meth in enumerate(meths):
-            inp = Inputs(
-                losses=Fd[i],
-                gramian=G[i] if G is not None else None,
-                jacobian=J[i] if needs.jacobian else None,
-            )
-            out = meth.combine(inp)
-            if out.direction is not None:
-                rows.append(out.direction.to(dtype))
-            else:
-                assert out.weights is not None
-                rows.append(out.weights.to(dtype) @ J[i])
+        W = many(meths, Fd, G) if many is not None else None
+        if W is not None:  # all N preferences' weights in one batched solve
+            update = (W.to(dtype).unsqueeze(1) @ J).squeeze(1)
+        else:
+            rows = []
+            for i, meth in enumerate(meths):
+                inp = Inputs(
+                    losses=Fd[i],
+                    gramian=G[i] if G is not None else None,
+                    jacobian=J[i] if needs.jacobian else None,
+                )
+                out = meth.combine(inp)
+                if out.direction is not None:
+                    rows.append(out.direction.to(dtype))
+                else:
+                    assert out.weights is not None
+                    rows.append(out.weights.to(dtype) @ J[i])
+            update = torch.stack(rows)
         opt.zero_grad(set_to_none=True)
-        X.grad = torch.stack(rows)
+        X.grad = update
         opt.step()
         sched.step()
         with torch.no_grad():

@@ -61,10 +61,54 @@ def test_cli_three_objectives(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     )
     assert pareto_cmd.run_cli(args) == 0
     out = capsys.readouterr()
-    assert "[  1/1] dtlz2" in out.err  # progress line on stderr
+    assert "pareto [" in out.err and "1/1" in out.err and "dtlz2 pbi" in out.err  # progress bar on stderr
     assert "| dtlz2 | pbi | 15 |" in out.out
     assert not (tmp_path / "front.png").exists()
     row = _read(tmp_path / "results.csv")[0]
     assert row["vs_nsga2"] == "nan" and float(row["hv_ratio"]) > 0.6  # 15 rays: at most ~0.8
     pts = list(_read(tmp_path / "points.csv"))
     assert len(pts) == 15 and set(pts[0]) == {"problem", "method", "f1", "f2", "f3"}
+
+
+def test_psl_rows_share_the_sweep_budget_and_get_nsga2() -> None:
+    pytest.importorskip("pymoo")
+    res = pareto_cmd.run(["zdt1"], ["tchebycheff", "psl-tchebycheff"], 10, steps=150, lr=0.05, nsga2=True)
+    assert [r.method for r in res.rows] == ["tchebycheff", "psl-tchebycheff", "nsga2"]
+    sweep, psl, ns = res.rows
+    assert psl.F.shape == (10, 2)
+    assert psl.evals == sweep.evals == ns.evals == 10 * 151  # 150 PSL steps x 10 prefs + 10 evaluations
+    assert psl.vs_nsga2 == pytest.approx(psl.hv / ns.hv)
+    assert psl.hv_ratio > 0.5
+    other = pareto_cmd.run(["zdt1"], ["psl-tchebycheff"], 10, steps=100, psl_steps=50, nsga2=True)
+    assert [r.method for r in other.rows] == ["psl-tchebycheff", "nsga2@510"]
+    assert other.rows[0].evals == other.rows[1].evals == 510  # NSGA-II: population 10, 51 generations
+
+
+def test_progress_bar_lines() -> None:
+    import io
+
+    from molearn.bench._progress import Progress
+
+    buf = io.StringIO()
+    bar = Progress(4, "x", stream=buf, width=8)
+    bar.advance("a")
+    bar.advance("b")
+    lines = buf.getvalue().splitlines()
+    assert lines[0].startswith("x [##......] 1/4") and lines[0].endswith("a")
+    assert lines[1].startswith("x [####....] 2/4") and "left" in lines[1]
+    with pytest.raises(ValueError, match="total"):
+        Progress(-1)
+
+
+def test_dataset_option_dispatches_to_the_real_data_front(monkeypatch: pytest.MonkeyPatch) -> None:
+    from molearn.bench import pareto_data
+
+    seen: list[argparse.Namespace] = []
+    monkeypatch.setattr(pareto_data, "run_cli", lambda ns: seen.append(ns) or 0)
+    parser = argparse.ArgumentParser()
+    pareto_cmd.add_arguments(parser)
+    args = parser.parse_args(["--dataset", "multi-fashion", "--cond-epochs", "2", "--quick", "--out", "x"])
+    assert pareto_cmd.run_cli(args) == 0
+    (ns,) = seen
+    assert ns.dataset == "multi-fashion" and ns.cond_epochs == 2 and ns.quick and ns.out == "x"
+    assert ns.methods == ",".join(pareto_data.DEFAULT_METHODS) and ns.prefs == 5  # the data front's defaults
