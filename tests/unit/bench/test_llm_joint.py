@@ -77,6 +77,24 @@ def test_settings_from_args_and_bad_input(capsys):
         llm_joint.settings_from_args(_args("--lambdas", "a,b"))
 
 
+def test_maxright_f_star_from_the_sequential_runs():
+    def rec(recipe, hist):
+        return llm_joint.JointRunRecord(recipe, 0.5, 1.0, 0.5, 0.5, 1, 1, 1.0, 1, 1.0, history=hist)
+
+    runs = [
+        rec("sft_dpo", [{"eval_sft": 2.5}, {"eval_sft": 2.1, "eval_dpo": 0.1}]),  # its f_DPO: other reference
+        rec("dpo_sft", [{"eval_dpo": 0.55}, {"eval_dpo": 0.6, "eval_sft": 2.4}, {"eval_sft": float("nan")}]),
+        rec("mix", [{"eval_sft": 0.1, "eval_dpo": 0.01}]),  # joint runs never count
+    ]
+    s = llm_joint.QUICK_SETTINGS
+    assert llm_joint.estimate_f_star(runs, s) == (2.1, 0.55)
+    assert llm_joint.estimate_f_star(runs[2:], s) == (0.0, 0.0)  # none ran: the official default
+    given = replace(s, f_star_sft=1.5, f_star_dpo=0.05)
+    assert llm_joint.estimate_f_star(runs, given) == (1.5, 0.05)
+    assert llm_joint.settings_from_args(_args("--quick", "--f-star", "1.5,0.05")).f_star_dpo == 0.05
+    assert llm_joint.run_cli(_args("--quick", "--f-star", "1.5")) == 2
+
+
 @pytest.mark.slow
 def test_quick_cli_all_recipes(tmp_path):
     assert llm_joint.run_cli(_args("--quick", "--out", str(tmp_path))) == 0
