@@ -136,7 +136,7 @@ class BalancedTrainer(Trainer):
         self.balancer: Balancer | None = None
         self.last_info: StepInfo | None = None
         self._pending: Any = None  # the last step's batch, for the post-step update
-        self._sums: dict[str, float] = {}
+        self._sums: dict[str, Tensor] = {}
         self._count = 0
         self.add_callback(_AfterStep(self))
 
@@ -180,20 +180,21 @@ class BalancedTrainer(Trainer):
 
     # ------------------------------------------------------------------ logging
     def _record(self, info: StepInfo) -> None:
-        values = {f"loss_{i}": v for i, v in enumerate(info.losses.detach().float().tolist())}
+        # running sums stay tensors; they are read on the host only when the Trainer logs
+        values = {f"loss_{i}": v for i, v in enumerate(info.losses.detach().float())}
         if info.weights is not None:
-            values.update({f"weight_{i}": v for i, v in enumerate(info.weights.detach().float().tolist())})
+            values.update({f"weight_{i}": v for i, v in enumerate(info.weights.detach().float())})
         k = int(info.losses.shape[0])
         if info.cosines is not None and k <= 4:
             cos = info.cosines.detach().float()
-            values.update({f"cos_{i}_{j}": float(cos[i, j]) for i in range(k) for j in range(i + 1, k)})
+            values.update({f"cos_{i}_{j}": cos[i, j] for i in range(k) for j in range(i + 1, k)})
         for key, v in values.items():
-            self._sums[key] = self._sums.get(key, 0.0) + v
+            self._sums[key] = self._sums[key] + v if key in self._sums else v.clone()
         self._count += 1
 
     def log(self, logs: dict[str, float], *args: Any, **kwargs: Any) -> None:
         """Adds the means of ``loss_i``, ``weight_i`` (and ``cos_i_j``) since the last training log."""
         if "loss" in logs and self._count:
-            logs = {**logs, **{key: v / self._count for key, v in self._sums.items()}}
+            logs = {**logs, **{key: float(v) / self._count for key, v in self._sums.items()}}
             self._sums, self._count = {}, 0
         super().log(logs, *args, **kwargs)

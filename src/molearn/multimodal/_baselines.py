@@ -213,13 +213,13 @@ class OGMGE(Strategy):
             k = ogm_coefficients(scores, self.alpha)
             self.last_coefficients = k
             for i, m in enumerate(model.modalities):
-                coeff = float(k[i])
+                coeff = k[i].detach()  # stays a tensor: no host synchronisation in the step
                 for p in model.encoder_parameters(m):
                     if p.grad is None or p.dim() < 2:
                         continue
-                    p.grad.mul_(coeff)
+                    p.grad.mul_(coeff.to(p.grad.dtype))
                     if self.ge:
-                        std = float(p.grad.std()) if p.grad.numel() > 1 else 0.0
+                        std = p.grad.std() if p.grad.numel() > 1 else p.grad.new_zeros(())
                         p.grad.add_(torch.randn_like(p.grad) * (std + 1e-8))
         optimizer.step()
         return losses.detach()
