@@ -39,7 +39,7 @@ import torch
 from torch import Tensor
 
 from ..pareto import IGD, Hypervolume, problem
-from ..pareto._psl import _evaluation_preferences, train_psl
+from ..pareto import evaluation_preferences, train_psl
 from ..pareto._sweep import preference_sweep, uniform_preferences
 from ._plot import figure_class
 from ._progress import Progress
@@ -135,7 +135,7 @@ def _job(args: Job) -> tuple[str, str, Tensor, int, float]:
             prob, scal, steps=steps, n_pref_per_step=PSL_PREFS_PER_STEP, seed=seed, svgd=method == "psl-svgd"
         )
         with torch.no_grad():
-            p = _evaluation_preferences(points, prob.n_obj).to(model.lower.dtype)
+            p = evaluation_preferences(points, prob.n_obj).to(model.lower.dtype)
             F = prob.evaluate(model._forward(p).to(torch.float64))
         evals = steps * PSL_PREFS_PER_STEP + points
     else:

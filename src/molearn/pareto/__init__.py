@@ -31,7 +31,7 @@ from ._problems import (
     problem,
     problem_names,
 )
-from ._psl import ParetoSetModel, evaluate_psl, train_psl
+from ._psl import ParetoSetModel, evaluate_psl, evaluation_preferences, train_psl
 from ._sweep import SweepResult, make_preference_method, preference_sweep, uniform_preferences
 
 __all__ = [
@@ -66,6 +66,7 @@ __all__ = [
     "append_preference",
     "evaluate_conditioned",
     "evaluate_psl",
+    "evaluation_preferences",
     "make_preference_method",
     "preference_sweep",
     "problem",

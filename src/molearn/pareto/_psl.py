@@ -171,7 +171,7 @@ class ParetoSetModel(nn.Module):
         return self.lower + (self.upper - self.lower) * s
 
 
-def _evaluation_preferences(n: int, n_obj: int) -> Tensor:
+def evaluation_preferences(n: int, n_obj: int) -> Tensor:
     """``n`` evenly spread preferences (float64): ``(t, 1 - t)`` for ``t`` evenly spaced in [0, 1] when
     ``n_obj = 2``, a Das-Dennis lattice thinned to ``n`` points otherwise (as the true fronts)."""
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
@@ -329,9 +329,9 @@ def train_psl(
 @torch.no_grad()
 def evaluate_psl(model: ParetoSetModel, problem: Problem | str, n: int = 100) -> Tensor:
     """Objective values ``(n, n_obj)`` (float64, on the model's device) of the model's solutions for ``n``
-    :func:`_evaluation_preferences`."""
+    :func:`evaluation_preferences`."""
     prob = _make_problem(problem) if isinstance(problem, str) else problem
     if model.n_obj != prob.n_obj or model.n_var != prob.n_var:
         raise ValueError("model and problem disagree on n_obj / n_var")
-    p = _evaluation_preferences(n, prob.n_obj).to(device=model.lower.device, dtype=model.lower.dtype)
+    p = evaluation_preferences(n, prob.n_obj).to(device=model.lower.device, dtype=model.lower.dtype)
     return prob.evaluate(model._forward(p).to(torch.float64))

@@ -10,7 +10,7 @@ import torch
 from molearn.pareto import Hypervolume, problem
 from molearn.pareto._psl import (
     ParetoSetModel,
-    _evaluation_preferences,
+    evaluation_preferences,
     _svgd_direction,
     evaluate_psl,
     train_psl,
@@ -87,7 +87,7 @@ def test_svgd_direction_terms() -> None:
 
 def test_svgd_repulsion_spreads_decision_space() -> None:
     pr = problem("zdt1", n_var=5)
-    p = _evaluation_preferences(50, 2).float()
+    p = evaluation_preferences(50, 2).float()
     spread = {}
     for a in (0.0, 1.0):
         m = train_psl(pr, steps=150, hidden=32, seed=3, svgd=True, svgd_alpha=a)
@@ -105,7 +105,7 @@ def test_deterministic_and_scalarizations_improve(sc: str) -> None:
         assert torch.equal(pa, pb)
     assert not torch.equal(evaluate_psl(a, pr), evaluate_psl(c, pr))
     untrained = train_psl(pr, sc, steps=1, lr=1e-12, hidden=16, seed=7)
-    g = lambda m: pr.evaluate(m(_evaluation_preferences(20, 2).float()).double())[:, 1].mean()  # noqa: E731
+    g = lambda m: pr.evaluate(m(evaluation_preferences(20, 2).float()).double())[:, 1].mean()  # noqa: E731
     assert g(a) < g(untrained)  # the distance function g(x) term of f2 is being minimised
 
 
@@ -117,10 +117,10 @@ def test_given_ideal_and_dtlz2_runs() -> None:
 
 
 def test_uniform_preferences() -> None:
-    p2 = _evaluation_preferences(100, 2)
+    p2 = evaluation_preferences(100, 2)
     assert p2.shape == (100, 2) and torch.allclose(p2.sum(1), torch.ones(100, dtype=torch.float64))
     assert p2[0].tolist() == [0.0, 1.0] and p2[-1].tolist() == [1.0, 0.0]
-    p3 = _evaluation_preferences(100, 3)
+    p3 = evaluation_preferences(100, 3)
     assert (
         p3.shape == (100, 3)
         and (p3 >= 0).all()
