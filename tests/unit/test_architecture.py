@@ -19,6 +19,10 @@ FORBIDDEN = {
     "llm": ("bench", "cli", "pareto", "federated", "multimodal"),
     "federated": ("bench", "cli", "pareto", "multimodal"),
     "multimodal": ("bench", "cli", "pareto", "llm", "federated"),
+    "datasets": ("bench", "cli", "compare", "train", "pareto", "llm", "federated", "multimodal"),
+    "models": ("bench", "cli", "compare", "train", "pareto", "llm", "federated", "multimodal"),
+    "metrics": ("bench", "cli", "compare", "train", "pareto", "llm", "federated", "multimodal"),
+    "compare": ("bench", "cli"),
 }
 
 

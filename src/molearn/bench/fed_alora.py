@@ -342,7 +342,7 @@ def format_markdown(result: Result, rows: Sequence[dict[str, Any]] | None = None
 
 
 def plot(result: Result, path: str | os.PathLike[str], rows: Sequence[dict[str, Any]] | None = None) -> None:
-    from molearn.bench._plot import figure_class
+    from molearn._plot import figure_class
 
     rows = list(rows if rows is not None else summarise(result))
     fig = figure_class("Fed-ALoRA figure")(figsize=(10, 4))

@@ -5,7 +5,7 @@ fusion head on the concatenated features) with SGD + momentum and reports the te
 head and of each uni-modal head (mean ± 95 % t-interval over seeds), the median time per step relative
 to joint training, and the imbalance: the accuracy of the weak modality's head under each method minus
 its accuracy when its encoder is trained alone (``unimodal``). Data: the audio-visual Fashion set
-(:mod:`molearn.bench.av_fashion`: Fashion-MNIST images + synthesised spoken class names) or the
+(:mod:`molearn.datasets`: Fashion-MNIST images + synthesised spoken class names) or the
 synthetic two-Gaussian toy (``--data toy``; ``--quick`` always uses it).
 
 Methods: ``fused`` (fused loss only; uni-modal heads are probes on detached features), ``joint`` (sum of
@@ -29,6 +29,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from .._stats import mean_ci
 from ..methods import get
 from ..multimodal import (
     MIMO,
@@ -42,7 +43,6 @@ from ..multimodal import (
     objectives,
     two_gaussian_modalities,
 )
-from ._stats import mean_ci
 
 __all__ = [
     "METHODS",
@@ -94,7 +94,7 @@ def load_data(name: str, *, n_per_class: int, seed: int = 0, heldout: float = 0.
         train, test = _split(inputs, labels, tr), _split(inputs, labels, te)
     elif name == "av_fashion":
         try:
-            from .av_fashion import load_av_fashion
+            from ..datasets import load_av_fashion
         except ImportError as exc:  # pragma: no cover - depends on the parallel work
             raise ImportError(f"the av_fashion data set is not available ({exc}); use --data toy") from exc
         tr_d = load_av_fashion("train", n_per_class=n_per_class, seed=seed)
@@ -369,7 +369,7 @@ def write_outputs(result: MimoResult, out: str | Path) -> list[Path]:
     md.write_text("# molearn mimo: modality imbalance, MIMO and baselines\n\n" + markdown(result))
     paths.append(md)
     try:
-        from ._plot import figure_class
+        from .._plot import figure_class
 
         fig_cls = figure_class("mimo accuracy plot")
     except ImportError:

@@ -5,7 +5,7 @@ Optimization, Generalization and Conflict-Avoidance" (NeurIPS 2023 / JMLR 2024,
 `arXiv:2305.20057 <https://arxiv.org/abs/2305.20057>`_), official code heshandevaka/Trade-Off-MOL
 ``Toy-MNIST/`` (``toy.py``, ``toy_fast.py``, ``toy_descent_error_avg.py``, ``toy_T_ablation.py``, the
 ``run_*_ablation_modo.sh`` scripts and ``plot.py``), run on real Fashion-MNIST images instead of MNIST
-digits (no MNIST is available offline; see :mod:`molearn.bench.datasets`).
+digits (no MNIST is available offline; see :mod:`molearn.datasets`).
 
 **Set-up (as in the official code).** One MLP 784 → 512 → 10 *without* activation (``fc2(fc1(x))``),
 inputs ``x / 255 / 0.5`` (``ToTensor`` + ``Normalize(0, 0.5)``), three objectives on the same logits:
@@ -81,10 +81,10 @@ from torch import Tensor, nn
 
 from .. import methods as _methods
 from .._balancer import Balancer, NonFiniteLossError
+from .._plot import figure_class
+from .._stats import mean_ci
+from ..datasets import load_fashion_mnist
 from ..solvers import min_norm
-from ._plot import figure_class
-from ._stats import mean_ci
-from .datasets import load_fashion_mnist
 
 __all__ = [
     "LOSS_NAMES",

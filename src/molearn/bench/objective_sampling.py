@@ -62,9 +62,9 @@ from torch import Tensor, nn
 
 from .. import methods as _methods
 from .._balancer import Balancer
+from .._plot import figure_class
+from .._stats import mean_ci
 from ..solvers import min_norm
-from ._plot import figure_class
-from ._stats import mean_ci
 
 __all__ = [
     "DEFAULT_METHODS",

@@ -178,7 +178,7 @@ def _synthetic_logistic(
 
 
 def _fmnist_partitions(clients: int, seed: int = 0) -> tuple[list[Tensor], list[Tensor]]:
-    from molearn.bench.datasets import load_fashion_mnist
+    from molearn.datasets import load_fashion_mnist
 
     images, labels = load_fashion_mnist(split="train")
     gen = torch.Generator().manual_seed(seed)
@@ -450,7 +450,7 @@ def write_csv(result: OpenFLResult, path: str | os.PathLike[str]) -> None:
 
 
 def plot_radius(result: OpenFLResult, path: str | os.PathLike[str]) -> None:
-    from molearn.bench._plot import figure_class
+    from molearn._plot import figure_class
 
     Figure = figure_class("open-FL radius figure")
     from matplotlib.ticker import NullFormatter

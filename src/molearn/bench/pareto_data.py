@@ -2,7 +2,7 @@ r"""``molearn pareto --dataset``: a real-data Pareto front on Multi-Fashion (or 
 
 Two ways to get the front of the two tasks (left item, right item; cross-entropy each):
 
-* **preference sweep** — one :class:`~molearn.bench.models.MultiLeNet` per preference
+* **preference sweep** — one :class:`~molearn.models.MultiLeNet` per preference
   (:func:`molearn.pareto.uniform_preferences`, ``--prefs``, default 5), each trained with
   ``Balancer(make_preference_method(method, pref), trunk, heads)`` (default methods: linear scalarisation,
   Tchebycheff, EPO);
@@ -49,7 +49,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ._stats import fmt_cell
+from .._stats import fmt_cell
 
 __all__ = [
     "DEFAULT_COND_METHODS",
@@ -124,7 +124,7 @@ class Result:
 
 # ------------------------------------------------------------------------------------------ jobs
 def _check_dataset(name: str) -> str:
-    from .multi_mnist import MULTI_DATASETS
+    from ..datasets import MULTI_DATASETS
 
     key = name.lower().replace("-", "_")
     if key not in MULTI_DATASETS:
@@ -133,7 +133,7 @@ def _check_dataset(name: str) -> str:
 
 
 def _data(dataset: str, split: str, n: int) -> tuple[Tensor, Tensor]:
-    from .multi_mnist import MultiDataset
+    from ..datasets import MultiDataset
 
     return MultiDataset.load(dataset, split, n=n).tensors()
 
@@ -173,8 +173,8 @@ def _evaluate(
 
 
 def _lenet_conditioned(conditioning: str, size: int) -> nn.Module:
+    from ..models import MultiLeNet
     from ..pareto._conditioned import PreferenceAsInput, PreferenceConditioned
-    from .models import MultiLeNet
 
     if conditioning == "input":
         return PreferenceAsInput(MultiLeNet(tasks=2, size=size, channels=3), n_obj=2)
@@ -190,9 +190,9 @@ def _job(spec: dict[str, Any]) -> dict[str, Any]:
     """One training run (a picklable dict in, a plain dict out): a sweep model at one preference, or a
     conditioned model evaluated at many."""
     from .. import Balancer
+    from ..models import MultiLeNet
     from ..pareto._conditioned import train_conditioned
     from ..pareto._sweep import make_preference_method
-    from .models import MultiLeNet
 
     if spec["threads"] > 0:
         torch.set_num_threads(spec["threads"])
@@ -446,7 +446,7 @@ def write_outputs(result: Result, out: str | Path, *, plot: bool = True) -> list
 
 
 def _plot(result: Result, path: Path) -> Path:
-    from ._plot import figure_class
+    from .._plot import figure_class
 
     Figure = figure_class("pareto front plot")
     fig = Figure(figsize=(12, 5))

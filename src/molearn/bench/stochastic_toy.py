@@ -79,8 +79,8 @@ from torch import Tensor, nn
 
 from .. import methods as _methods
 from .._balancer import Balancer
-from ._plot import figure_class
-from ._stats import t_quantile
+from .._plot import figure_class
+from .._stats import t_quantile
 from .toy import losses
 
 __all__ = [

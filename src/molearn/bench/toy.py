@@ -73,7 +73,7 @@ from torch import Tensor, nn
 
 from .. import methods as _methods
 from .._balancer import Balancer
-from ._plot import figure_class
+from .._plot import figure_class
 
 __all__ = [
     "DEFAULT_METHODS",

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from molearn._stats import mean_ci
 from molearn.bench import modo_tradeoff as mt
-from molearn.bench._stats import mean_ci
-from molearn.bench.datasets import FASHION_MNIST_FILES, write_idx
+from molearn.datasets import FASHION_MNIST_FILES, write_idx
 
 
 def make_fixture(root: Path, n_train: int = 600, n_test: int = 200, side: int = 12, seed: int = 0) -> Path:

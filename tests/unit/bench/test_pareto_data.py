@@ -13,8 +13,7 @@ import pytest
 import torch
 
 from molearn.bench import pareto_data
-from molearn.bench.datasets import ENV_FASHION_MNIST, FASHION_MNIST_FILES, write_idx
-from molearn.bench.multi_mnist import ENV_CACHE
+from molearn.datasets import ENV_CACHE, ENV_FASHION_MNIST, FASHION_MNIST_FILES, write_idx
 from molearn.pareto import Hypervolume
 
 TINY = pareto_data.Settings(n_train=64, n_test=32, epochs=1, cond_epochs=2, batch_size=32, eval_batch=32)

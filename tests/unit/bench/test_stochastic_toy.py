@@ -18,9 +18,9 @@ import math
 import pytest
 import torch
 
+from molearn._stats import t_quantile
 from molearn.bench import stochastic_toy as st
 from molearn.bench import toy
-from molearn.bench._stats import t_quantile
 
 D = torch.float64
 POINTS = [(-8.5, 7.5), (-8.5, -5.0), (9.0, 9.0), (0.0, 0.0), (10.0, -8.0), (3.0, -8.3), (-2.0, -8.4)]

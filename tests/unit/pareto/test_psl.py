@@ -10,9 +10,9 @@ import torch
 from molearn.pareto import Hypervolume, problem
 from molearn.pareto._psl import (
     ParetoSetModel,
-    evaluation_preferences,
     _svgd_direction,
     evaluate_psl,
+    evaluation_preferences,
     train_psl,
 )
 

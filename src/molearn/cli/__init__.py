@@ -59,7 +59,7 @@ def _time_scale(text: str) -> float | str:
 
 
 def _toy_arguments(p: argparse.ArgumentParser) -> None:
-    from .bench.toy import DEFAULT_METHODS, VARIANTS
+    from ..bench.toy import DEFAULT_METHODS, VARIANTS
 
     p.add_argument("--out", default="out/toy", help="output folder (default: out/toy)")
     p.add_argument(
@@ -106,7 +106,7 @@ def _toy_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _toy_run(args: argparse.Namespace) -> int:
-    from .bench import toy
+    from ..bench import toy
 
     if args.paper and args.time_scale not in ("auto", 1.0):
         print("molearn toy: --paper and --time-scale disagree", file=sys.stderr)
@@ -147,11 +147,11 @@ def _toy_run(args: argparse.Namespace) -> int:
 
 
 def _experiment(name: str, module: str, help: str) -> Command:
-    """A command whose module under :mod:`molearn.bench` provides ``add_arguments`` and ``run_cli``
-    (imported only when the command line is built or run)."""
+    """A command whose module (absolute, or under :mod:`molearn.bench`) provides ``add_arguments`` and
+    ``run_cli`` (imported only when the command line is built or run)."""
 
     def load() -> Any:
-        return importlib.import_module(f"molearn.bench.{module}")
+        return importlib.import_module(module if "." in module else f"molearn.bench.{module}")
 
     return Command(name, help, lambda p: load().add_arguments(p), lambda args: int(load().run_cli(args)))
 
@@ -159,13 +159,13 @@ def _experiment(name: str, module: str, help: str) -> Command:
 COMMANDS: list[Command] = [
     _experiment(
         "compare",
-        "compare",
+        "molearn.compare",
         "train and compare methods on real multi-task data: Δm, per-task metrics, time and memory vs EW, "
         "mean ± CI over seeds (report.md, plots, runs.csv)",
     ),
     _experiment(
         "pareto",
-        "pareto_cmd",
+        "molearn.cli._pareto",
         "preference sweeps on test problems with known fronts: front plots, hypervolume and IGD vs the true "
         "front and vs NSGA-II",
     ),
@@ -220,7 +220,7 @@ COMMANDS: list[Command] = [
 
 # ------------------------------------------------------------------------------------------------ main
 def build_parser() -> argparse.ArgumentParser:
-    from . import __version__
+    from .. import __version__
 
     parser = argparse.ArgumentParser(prog="molearn", description="Multi-objective learning for PyTorch.")
     parser.add_argument("--version", action="version", version=f"molearn {__version__}")

@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from molearn.bench.metrics import ClassificationMeter, accuracy, delta_m, relative_changes
+from molearn.metrics import ClassificationMeter, accuracy, delta_m, relative_changes
 
 # NYUv2 single-task baselines (OptMN-Lab/fairgrad experiments/nyuv2/utils.py, from CAGrad):
 # mIoU, PixAcc, AbsErr, RelErr, Mean, Median, <11.25, <22.5, <30

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from molearn.bench import pareto_cmd
+from molearn.cli import _pareto as pareto_cmd
 
 
 def _read(path: Path) -> list[dict[str, str]]:
@@ -87,7 +87,7 @@ def test_psl_rows_share_the_sweep_budget_and_get_nsga2() -> None:
 def test_progress_bar_lines() -> None:
     import io
 
-    from molearn.bench._progress import Progress
+    from molearn._progress import Progress
 
     buf = io.StringIO()
     bar = Progress(4, "x", stream=buf, width=8)

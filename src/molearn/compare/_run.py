@@ -1,6 +1,6 @@
 """``molearn compare``: train methods × seeds on a Multi-X dataset and write a report a researcher can trust.
 
-Every (method, seed) run trains :class:`~molearn.bench.models.MultiLeNet` with
+Every (method, seed) run trains :class:`~molearn.models.MultiLeNet` with
 :class:`molearn.train.Trainer` (one :meth:`molearn.Balancer.step` per step, no per-method code; per-method
 hyper-parameters live in :data:`METHOD_KWARGS`) and is evaluated on the test pairs at the end of every
 epoch; the final epoch's test accuracy of each task is the run's metric (higher is better).
@@ -9,13 +9,13 @@ epoch; the final epoch's test accuracy of each task is the run's metric (higher 
 ``Fixed(one-hot k)`` (only task k's loss; the other head gets no gradient), scored on task k. They are
 cached as JSON under ``$MOLEARN_CACHE/compare-stl/`` (default ``~/.cache/molearn``), keyed by dataset,
 data fingerprint, schedule, seed, task and model, and reused by later invocations.
-**Δm%** (:func:`molearn.bench.metrics.delta_m`, the per-metric convention of Nash-MTL / FAMO / FairGrad):
+**Δm%** (:func:`molearn.metrics.delta_m`, the per-metric convention of Nash-MTL / FAMO / FairGrad):
 one term per metric, the metrics being the test accuracy of each task (higher is better), each run
 against the mean over seeds of the STL accuracies; lower is better, negative = better than STL.
 
 **Cost**: EW is always run. ``time_per_step`` is the mean wall-clock time of a training step (the
 Trainer's per-step timer, first step left out as warm-up); the report gives it per seed as a ratio to
-the EW run of the same seed in the same invocation (:mod:`molearn.bench.report`). Peak memory: on CUDA
+the EW run of the same seed in the same invocation (:mod:`molearn.compare`). Peak memory: on CUDA
 ``torch.cuda.max_memory_allocated`` during training; on CPU each run executes in its own fresh worker
 process (``spawn``, one task per child), and its peak memory is the process's maximum resident set size
 (``resource.getrusage(RUSAGE_SELF).ru_maxrss``) at the end of training **minus** its resident size just
@@ -162,7 +162,7 @@ def _check_method(name: str) -> str:
 
 
 def _check_dataset(name: str) -> str:
-    from .multi_mnist import MULTI_DATASETS
+    from ..datasets import MULTI_DATASETS
 
     if name not in MULTI_DATASETS:
         raise ValueError(f"unknown dataset {name!r}; valid names: {', '.join(sorted(MULTI_DATASETS))}")
@@ -309,7 +309,7 @@ _LOSS_HOOK: Callable[[RunSpec, Tensor], Tensor] | None = None
 
 
 def _data(spec: RunSpec, split: str) -> Any:
-    from .multi_mnist import MultiDataset
+    from ..datasets import MultiDataset
 
     n = spec.schedule.n_train if split == "train" else spec.schedule.n_test
     return MultiDataset.load(spec.dataset, split, n=n)
@@ -336,9 +336,9 @@ def run_one(spec: RunSpec) -> dict[str, Any]:
     """Train and evaluate one run; returns a plain dict (metrics, time per step, peak memory, weights,
     steps, error). Never raises for a failing run: the error is recorded."""
     from ..methods import get
+    from ..metrics import ClassificationMeter
+    from ..models import MultiLeNet
     from ..train import Trainer
-    from .metrics import ClassificationMeter
-    from .models import MultiLeNet
 
     if spec.threads > 0:
         torch.set_num_threads(spec.threads)
@@ -444,7 +444,7 @@ def _stl_key(cfg: CompareConfig, data_key: str, seed: int, task: int) -> str:
 
 
 def stl_cache_dir() -> Path:
-    from .multi_mnist import cache_dir
+    from ..datasets import cache_dir
 
     return cache_dir() / "compare-stl"
 
@@ -461,7 +461,7 @@ def _bytes(t: Tensor) -> bytes:
 
 def _data_fingerprint(cfg: CompareConfig) -> str:
     """A hash of the exact train/test tensors the runs see (builds and caches them once, here)."""
-    from .multi_mnist import load_multi
+    from ..datasets import load_multi
 
     h = hashlib.sha256()
     for split, n in (("train", cfg.schedule.n_train), ("test", cfg.schedule.n_test)):
@@ -532,8 +532,8 @@ def run(
 ) -> CompareResult:
     """Run the STL baselines (cached) and every (method, seed), compute Δm; returns the records."""
     from ..methods import get
-    from .metrics import delta_m
-    from .report import RunRecord
+    from ..metrics import delta_m
+    from ._report import RunRecord
 
     t0 = time.perf_counter()
     out_dir = Path(out)
@@ -645,7 +645,7 @@ def run(
 
 
 def _notes(cfg: CompareConfig, result: CompareResult, jobs: int) -> list[str]:
-    from .multi_mnist import DEFAULT_PAIRS
+    from ..datasets import DEFAULT_PAIRS
 
     s = cfg.schedule
     n_train = s.n_train if s.n_train is not None else DEFAULT_PAIRS["train"]
@@ -724,7 +724,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_cli(args: argparse.Namespace) -> int:
-    from .report import collect_versions, format_markdown, summarise, write_report
+    from ._report import collect_versions, format_markdown, summarise, write_report
 
     prog = "molearn compare"
     try:

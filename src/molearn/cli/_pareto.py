@@ -38,12 +38,11 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from ..pareto import IGD, Hypervolume, problem
-from ..pareto import evaluation_preferences, train_psl
+from .._plot import figure_class
+from .._progress import Progress
+from .._stats import fmt_cell
+from ..pareto import IGD, Hypervolume, evaluation_preferences, problem, train_psl
 from ..pareto._sweep import preference_sweep, uniform_preferences
-from ._plot import figure_class
-from ._progress import Progress
-from ._stats import fmt_cell
 
 __all__ = ["Result", "Row", "add_arguments", "run", "run_cli", "write_outputs"]
 
@@ -328,14 +327,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--no-plot", action="store_true", help="skip the PNG (no matplotlib needed)")
     parser.add_argument("--out", default=None, help="output folder (default results/pareto)")
-    from . import pareto_data
+    from ..bench import pareto_data
 
     pareto_data.add_dataset_arguments(parser.add_argument_group("real data (with --dataset)"))
 
 
 def _run_dataset(args: argparse.Namespace) -> int:
     """``--dataset``: hand the options to :mod:`molearn.bench.pareto_data` (its defaults where unset)."""
-    from . import pareto_data
+    from ..bench import pareto_data
 
     p = argparse.ArgumentParser()
     pareto_data.add_arguments(p)

@@ -4,7 +4,7 @@ to EW, written as ``report.md``, ``runs.csv`` and PNG plots.
 Input: one :class:`RunRecord` per (method, seed) run. Aggregation (:func:`summarise`):
 
 - every per-task metric, Δm% and the absolute time per step and peak memory: mean ± half-width of the
-  two-sided 95 % Student-t interval over the seeds (:func:`molearn.bench._stats.mean_ci`; non-finite values,
+  two-sided 95 % Student-t interval over the seeds (:func:`molearn._stats.mean_ci`; non-finite values,
   e.g. of a diverged run, are left out and the count of seeds used is reported);
 - cost relative to EW: **per seed** the paired ratio ``time_per_step / ew_time_per_step`` (and the same for
   peak memory), with EW measured in the same run (same process, same machine state), then mean ± CI of the
@@ -13,7 +13,7 @@ Input: one :class:`RunRecord` per (method, seed) run. Aggregation (:func:`summar
   ``runs.csv``, "n/a" in the table, and the report says which runs lack it) rather than an error: peak
   memory in particular is not measurable on every device.
 
-Methods are sorted by mean Δm% (lower is better, see :mod:`molearn.bench.metrics`), methods without a finite
+Methods are sorted by mean Δm% (lower is better, see :mod:`molearn.metrics`), methods without a finite
 Δm last, ties by name.
 """
 
@@ -31,8 +31,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ._plot import figure_class
-from ._stats import mean_ci
+from .._plot import figure_class
+from .._stats import mean_ci
 
 __all__ = [
     "EW_NAME",
@@ -66,7 +66,7 @@ class RunRecord:
     - ``metrics``: final per-task metrics, name -> value, in task order (``{"acc_left": 0.91,
       "acc_right": 0.89}``); every record of a report has the same names. NaN for a diverged run. The
       first two names are the axes of the task-1 vs task-2 plot unless ``write_report`` is told others.
-    - ``delta_m``: Δm% against the single-task baselines (:func:`molearn.bench.metrics.delta_m`, lower is
+    - ``delta_m``: Δm% against the single-task baselines (:func:`molearn.metrics.delta_m`, lower is
       better); NaN when not computed (STL runs themselves, diverged runs).
     - ``time_per_step``: mean wall-clock seconds per training step of this method.
     - ``peak_memory``: peak memory of training in bytes (e.g. ``torch.cuda.max_memory_allocated``); NaN if

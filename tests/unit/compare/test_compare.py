@@ -12,10 +12,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from molearn.bench import compare
-from molearn.bench.datasets import ENV_FASHION_MNIST, FASHION_MNIST_FILES, write_idx
-from molearn.bench.models import MultiLeNet
-from molearn.bench.multi_mnist import ENV_CACHE
+from molearn.compare import _run as compare
+from molearn.datasets import ENV_CACHE, ENV_FASHION_MNIST, FASHION_MNIST_FILES, write_idx
+from molearn.models import MultiLeNet
 
 
 @pytest.fixture(autouse=True)

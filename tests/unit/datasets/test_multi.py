@@ -15,26 +15,24 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from molearn.bench import multi_mnist as mm
-from molearn.bench.datasets import (
+from molearn.datasets import (
     DEBIAN_FASHION_MNIST,
-    ENV_FASHION_MNIST,
-    FASHION_MNIST_FILES,
-    load_fashion_mnist,
-    write_idx,
-)
-from molearn.bench.multi_mnist import (
     ENV_CACHE,
+    ENV_FASHION_MNIST,
     ENV_MNIST_DIGITS,
+    FASHION_MNIST_FILES,
     DatasetError,
     MultiDataset,
+    load_fashion_mnist,
     load_mnist_digits,
     load_multi,
     make_multi,
     mnist_digits_source,
     read_pareto_pickle,
+    write_idx,
     write_pareto_pickle,
 )
+from molearn.datasets import _multi as mm
 
 PER_CLASS = 3  # 30 digits in the fixture pool -> 24 train / 6 test
 

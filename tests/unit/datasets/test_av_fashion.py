@@ -9,8 +9,8 @@ import struct
 import pytest
 import torch
 
-from molearn.bench import av_fashion as av
-from molearn.bench.datasets import FASHION_MNIST_FILES, write_idx
+from molearn.datasets import FASHION_MNIST_FILES, write_idx
+from molearn.datasets import _av_fashion as av
 
 
 def _sine(freq: float, rate: int, seconds: float, amp: float = 0.5) -> torch.Tensor:

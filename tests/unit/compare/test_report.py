@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from molearn.bench import report as rp
-from molearn.bench.report import RunRecord
+from molearn.compare import RunRecord
+from molearn.compare import _report as rp
 
 T2 = 4.302653  # 0.975 quantile of Student's t, 2 degrees of freedom
 

@@ -5,7 +5,7 @@ built reproducibly from installable parts, in the spirit of AV-MNIST (Vielzeuf e
 Multilayer Approach for Multimodal Fusion", ECCV-W 2018, which paired MNIST images with spoken digits):
 
 * **image**: a real Fashion-MNIST image (Debian ``dataset-fashion-mnist``, read by
-  :func:`molearn.bench.datasets.load_fashion_mnist`), scaled to ``[0, 1]``, shape ``(1, 28, 28)``.
+  :func:`molearn.datasets.load_fashion_mnist`), scaled to ``[0, 1]``, shape ``(1, 28, 28)``.
 * **audio**: the spoken name of the image's class (:data:`CLASS_WORDS`), **synthesised** by the Debian
   ``espeak-ng`` formant synthesiser. Per split, a fixed *bank* of ``n_utterances`` renderings per class is
   made
@@ -24,7 +24,7 @@ Multilayer Approach for Multimodal Fusion", ECCV-W 2018, which paired MNIST imag
   unit variance over all its bins. 64 frames: ``audio`` is ``(40, 64)``.
 
 The defaults (notably :data:`DEFAULT_SNR_DB`) are molearn's choice, made so that the two modalities are
-imbalanced (measured in ``docs/experiments/av-fashion.md``): at -10 dB the image is learnt much faster and
+imbalanced (measured in ``experiments/mimo/``): at -10 dB the image is learnt much faster and
 under joint training the audio branch stays far below what audio alone reaches; at 0 dB the audio is the
 stronger modality after a few epochs.
 """
@@ -47,8 +47,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from .datasets import load_fashion_mnist
-from .multi_mnist import cache_dir
+from ._idx import load_fashion_mnist
+from ._multi import cache_dir
 
 __all__ = [
     "CLASS_WORDS",
@@ -104,7 +104,7 @@ N_MELS = 40
 N_FRAMES = 64
 CLIP_SAMPLES = N_FFT + (N_FRAMES - 1) * HOP_LENGTH  # 20,672 samples = 1.292 s -> exactly N_FRAMES frames
 DEFAULT_UTTERANCES = 64  # per class and split
-#: default SNR (dB) of the white noise added to every clip; measured choice (docs/experiments/av-fashion.md)
+#: default SNR (dB) of the white noise added to every clip; measured choice (experiments/mimo/)
 DEFAULT_SNR_DB = -10.0
 _BANK_SEEDS = {"train": 1_000, "test": 2_000}
 _SPLIT_OFFSET = {"train": 0, "test": 7_919}
@@ -487,7 +487,7 @@ def load_av_fashion(
         split: ``"train"`` (60,000 Fashion-MNIST images, train bank) or ``"test"`` (10,000, test bank).
         n_per_class: a seeded class-balanced subset of that many images per class (in Fashion-MNIST order);
             ``None`` keeps all.
-        root: the Fashion-MNIST folder (see :func:`molearn.bench.datasets.load_fashion_mnist`).
+        root: the Fashion-MNIST folder (see :func:`molearn.datasets.load_fashion_mnist`).
         cache: the bank's cache folder (:func:`av_cache_dir`).
         seed: drives the image subset, the utterance paired with each image, its time shift and its noise;
             the banks are fixed (the same for every seed).
