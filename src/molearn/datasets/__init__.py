@@ -1,5 +1,6 @@
 """Real data sets read offline: Fashion-MNIST (IDX files), Multi-MNIST / Multi-Fashion /
-Multi-(Fashion+MNIST) and AV-Fashion (Fashion-MNIST images with synthesised spoken class names). Built tensors are cached.
+Multi-(Fashion+MNIST) and AV-Fashion (Fashion-MNIST images with synthesised spoken class names).
+Built tensors are cached.
 """
 
 from ._av_fashion import (
