@@ -18,7 +18,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["COMMANDS", "Command", "build_parser", "main"]
+from ._options import did_you_mean, parse_methods, parse_seeds
+
+__all__ = ["COMMANDS", "Command", "build_parser", "did_you_mean", "main", "parse_methods", "parse_seeds"]
 
 
 @dataclass(frozen=True)

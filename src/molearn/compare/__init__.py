@@ -2,6 +2,7 @@
 metrics, time and memory relative to equal weighting, with confidence intervals and plots.
 """
 
+from .._stats import mean_ci
 from ._report import (
     EW_NAME,
     MethodSummary,
@@ -48,6 +49,7 @@ __all__ = [
     "ew_figures",
     "format_markdown",
     "load_config",
+    "mean_ci",
     "plot_cost",
     "plot_tasks",
     "plot_weights",
