@@ -32,7 +32,7 @@ def seed_list(value: object) -> list[int]:
         raise ValueError(f"seeds must be a count or a list of integers, got {value!r}")
     if isinstance(value, int):
         if value < 1:
-            raise ValueError(f"a seed count must be >= 1, got {value}")
+            raise ValueError(f"a seed count must be >= 1, got {value} (seed 0 alone: 1 or '0,')")
         return list(range(value))
     if isinstance(value, str):
         text = value.strip()

@@ -254,7 +254,8 @@ class Benchmark:
             set of a split (``None`` for a split it does not have: only ``"val"`` is optional). A factory
             with a ``size`` parameter is called as ``data(split, size=n)`` with the schedule's
             ``train_size`` / ``eval_size`` (None = all) so it can build only what is used; in any case
-            at most ``n`` examples (the first ones) are used.
+            at most ``n`` examples (the first ones) of a ``torch.utils.data.Dataset`` are used. A split may
+            be anything ``loader`` can batch, e.g. a tuple of data sets, one per task.
         model: ``model()`` -> a fresh ``nn.Module`` with ``shared_parameters()`` (required: what the methods
             balance) and optionally ``task_parameters()`` (task-specific; default: the rest).
         loss_fn: ``loss_fn(model, batch)`` -> the K losses (a (K,) tensor or K scalars), in task order.
@@ -407,9 +408,9 @@ class Benchmark:
             ds = self.data(split)
         if ds is None and split != "val":
             raise BenchmarkError(f"benchmark {self.name!r} has no {split!r} data")
-        if ds is not None and size is not None:
+        if size is not None and isinstance(ds, torch.utils.data.Dataset):  # not a tuple of data sets
             try:
-                n = len(ds)
+                n = len(ds)  # type: ignore[arg-type]
             except TypeError:
                 n = None
             if n is not None and n > size:

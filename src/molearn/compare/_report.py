@@ -557,9 +557,10 @@ def plot_tasks(
     *,
     baselines: Mapping[str, float] | None = None,
     labels: Mapping[str, str] | None = None,
-) -> None:
+) -> Any:
     """Metric ``x`` vs metric ``y`` per method (mean, 95 % CI bars both ways), the single-task point
-    (``baselines``) as a star, axes labelled by metric (``labels``: name -> axis label)."""
+    (``baselines``) as a star, axes labelled by metric (``labels``: name -> axis label). Returns the
+    figure."""
     labels = labels or {}
     Figure = figure_class("task-1 vs task-2 plot")
     fig = Figure(figsize=(6.4, 5.2), layout="constrained")
@@ -588,6 +589,7 @@ def plot_tasks(
         ax.legend(fontsize=7, loc="best")
         place_labels(ax, pts, names)
     fig.savefig(path, dpi=110)
+    return fig
 
 
 def plot_weights(
@@ -632,10 +634,10 @@ def plot_weights(
     return True
 
 
-def plot_cost(summaries: Sequence[MethodSummary], path: str | os.PathLike[str]) -> None:
+def plot_cost(summaries: Sequence[MethodSummary], path: str | os.PathLike[str]) -> Any:
     """Time per step relative to EW (log scale; geometric mean and its 95 % interval) vs Δm% per method
     (mean, 95 % CI); an interval wider than its value is drawn dashed and marked ⚠. Methods with either
-    n/a are left out."""
+    n/a are left out. Returns the figure."""
     Figure = figure_class("time vs Δm plot")
     fig = Figure(figsize=(6.4, 4.8), layout="constrained")
     ax = fig.subplots()
@@ -663,6 +665,7 @@ def plot_cost(summaries: Sequence[MethodSummary], path: str | os.PathLike[str]) 
     if pts:
         place_labels(ax, pts, names)
     fig.savefig(path, dpi=110)
+    return fig
 
 
 # --------------------------------------------------------------------------------------------- all outputs
