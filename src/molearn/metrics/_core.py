@@ -267,6 +267,8 @@ def delta_m(
             raise ValueError(f"weights name metrics that are not among the baselines: {unknown}")
         w_map = {k: float(weights.get(k, 1.0)) for k in baselines}
         keep = [k for k in baselines if w_map[k] != 0.0]
+        if not keep:
+            raise ValueError("Δm needs at least one metric of positive weight")
         if isinstance(higher_is_better, Mapping):
             hib: Any = {k: higher_is_better[k] for k in keep if k in higher_is_better}
         else:
@@ -288,6 +290,8 @@ def delta_m(
         if len(flags) != len(base):
             raise ValueError(f"shape mismatch: {len(flags)} higher_is_better flags for {len(base)} metrics")
         idx = [j for j, w in enumerate(w_all) if w != 0.0]
+        if not idx:
+            raise ValueError("Δm needs at least one metric of positive weight")
         terms = relative_changes(
             [vals[j] for j in idx], [base[j] for j in idx], [bool(flags[j]) for j in idx]
         )
