@@ -165,9 +165,16 @@ def check_device(value: Any, where: str = "device") -> str:
 
 # ------------------------------------------------------------------------------------------ schedules
 def schedule_from(value: Any, benchmark: Benchmark, where: str = "schedule") -> tuple[str, Schedule]:
-    """A schedule name of the benchmark, or a mapping ``{base: name, field: value, ...}`` (changes to the
-    named schedule, default ``default``); every field is type-checked."""
+    """A schedule name of the benchmark, a mapping ``{base: name, field: value, ...}`` (changes to the
+    named schedule, default ``default``) or a :class:`Schedule`; every field is type-checked."""
     named = benchmark.named_schedules()
+    if isinstance(value, Schedule):
+        try:
+            check_schedule(value, where)
+        except BenchmarkError as err:
+            raise ConfigError(str(err)) from None
+        _probe_schedule(value, where)
+        return "custom", value
     if isinstance(value, str):
         if value not in named:
             raise ConfigError(

@@ -88,6 +88,7 @@ __all__ = [
     "RunSpec",
     "add_arguments",
     "check_benchmark",
+    "compare",
     "resolve_config",
     "run",
     "run_cli",
@@ -588,6 +589,12 @@ class CompareResult:
     info: dict[str, Any] = field(default_factory=dict)
     selection: str = LAST
     given_baselines: bool = False
+    report: Path | None = None
+
+    @property
+    def failed(self) -> list[Any]:
+        """The records of runs that stopped with an error."""
+        return [r for r in self.records if r.error]
 
 
 def progress_bar(total: int, desc: str) -> Any:
@@ -951,8 +958,110 @@ def _config_json(cfg: CompareConfig) -> dict[str, Any]:
     }
 
 
+def _dry_run(cfg: CompareConfig) -> dict[str, Any]:
+    try:
+        return check_benchmark(cfg)
+    except BenchmarkError:
+        raise
+    except Exception as err:  # the user's code failed in the dry run
+        raise BenchmarkError(
+            f"benchmark {cfg.benchmark.name!r}: the dry run failed: {type(err).__name__}: {err}"
+        ) from err
+
+
+def _compare_and_report(
+    cfg: CompareConfig,
+    opts: Mapping[str, Any],
+    *,
+    command: str,
+    plot: bool,
+    resume: bool,
+    progress: bool,
+    log: Callable[[str], None],
+) -> CompareResult:
+    from ._report import collect_versions, write_report
+
+    out = Path(opts["out"])
+    saved = out / "config.json"
+    if resume and saved.is_file():
+        try:
+            before = json.loads(saved.read_text())
+        except ValueError:
+            before = None
+        now = json.loads(json.dumps(_config_json(cfg), default=str))
+        if before is not None and before != now:
+            raise ConfigError(
+                f"--resume: {out} holds runs of another configuration ({saved}); use another --out"
+            )
+    t0 = time.perf_counter()
+    info = _dry_run(cfg)
+    out.mkdir(parents=True, exist_ok=True)
+    saved.write_text(json.dumps(_config_json(cfg), indent=2, default=str) + "\n")
+    result = run(
+        cfg,
+        out,
+        jobs=opts["jobs"],
+        threads=opts["threads"],
+        resume=resume,
+        progress=progress,
+        info=info,
+        log=log,
+    )
+    wall = time.perf_counter() - t0
+    notes = [*_notes(cfg, result, opts["jobs"]), f"Wall time of this invocation: {wall:.0f} s."]
+    bm = cfg.benchmark
+    write_report(
+        result.records,
+        out,
+        command=command,
+        versions=collect_versions(),
+        notes=notes,
+        plot=plot,
+        task_names=list(bm.tasks),
+        title=f"molearn compare: {bm.name}",
+        baselines=result.baselines,
+        metric_labels={m.name: m.axis_label for m in bm.metrics},
+    )
+    result.report = out / "report.md"
+    result.seconds = wall
+    return result
+
+
+def compare(
+    benchmark: Benchmark | str,
+    *,
+    methods: Any = None,
+    seeds: Any = None,
+    schedule: Any = None,
+    device: str | None = None,
+    jobs: int = 0,
+    threads: int | None = None,
+    out: str | os.PathLike[str] = "out/compare",
+    plot: bool = True,
+    resume: bool = False,
+    log: Callable[[str], None] = print,
+) -> CompareResult:
+    """``molearn compare`` from Python: the same checks, runs and report (``out/report.md``).
+
+    ``benchmark`` is a :class:`Benchmark` or a reference (``"multi_fashion"``, ``"pkg.mod:obj"``); ``methods``
+    a comma-separated string, a list or a mapping name -> keyword arguments; ``seeds`` a count or a list;
+    ``schedule`` a schedule name of the benchmark, a mapping of changes (``{"base": "quick", "epochs":
+    2}``) or a :class:`Schedule`; ``jobs=0`` runs in this process (a Benchmark object then needs not be
+    picklable). Raises :class:`ConfigError` / ``BenchmarkError`` before any training on bad input; failed
+    runs are in ``result.records`` (``error``) and ``result.failed``."""
+    ns = argparse.Namespace(
+        benchmark=benchmark, config=None, methods=methods, seeds=seeds, schedule=schedule, full=False,
+        quick=False, epochs=None, batch_size=None, lr=None, device=device, jobs=jobs, threads=threads,
+        out=os.fspath(out),
+    )  # fmt: skip
+    cfg, opts = resolve_config(ns)
+    name = benchmark if isinstance(benchmark, str) else benchmark.name
+    command = f"molearn.compare.compare({name!r}, ...)"
+    return _compare_and_report(cfg, opts, command=command, plot=plot, resume=resume, progress=False, log=log)
+
+
 def run_cli(args: argparse.Namespace) -> int:
-    from ._report import collect_versions, format_markdown, summarise, write_report
+    from ._report import format_markdown, summarise
 
     def fail(msg: str) -> int:
         print(f"{PROG}: error: {msg}", file=sys.stderr)
@@ -966,57 +1075,21 @@ def run_cli(args: argparse.Namespace) -> int:
             f"needs {', '.join(missing)}: pip install 'molearn[cli]'"
             + ("" if args.no_plot else " (or --no-plot)")
         )
+    command = getattr(args, "command_line", None) or shlex.join(["molearn", *sys.argv[1:]])
     try:
         cfg, opts = resolve_config(args)
+        result = _compare_and_report(
+            cfg, opts, command=command, plot=not args.no_plot, resume=args.resume, progress=True, log=print
+        )
     except (ConfigError, BenchmarkError) as err:
         return fail(str(err))
-    out = Path(opts["out"])
-    saved = out / "config.json"
-    if args.resume and saved.is_file():
-        try:
-            before = json.loads(saved.read_text())
-        except ValueError:
-            before = None
-        now = json.loads(json.dumps(_config_json(cfg), default=str))
-        if before is not None and before != now:
-            return fail(f"--resume: {out} holds runs of another configuration ({saved}); use another --out")
-    t0 = time.perf_counter()
-    try:
-        info = check_benchmark(cfg)
-    except BenchmarkError as err:
-        return fail(str(err))
-    except Exception as err:  # the user's code failed in the dry run
-        return fail(f"benchmark {cfg.benchmark.name!r}: the dry run failed: {type(err).__name__}: {err}")
-    out.mkdir(parents=True, exist_ok=True)
-    saved.write_text(json.dumps(_config_json(cfg), indent=2, default=str) + "\n")
-    result = run(
-        cfg, out, jobs=opts["jobs"], threads=opts["threads"], resume=args.resume, progress=True, info=info
-    )
-    command = getattr(args, "command_line", None) or shlex.join(["molearn", *sys.argv[1:]])
-    wall = time.perf_counter() - t0
-    notes = [*_notes(cfg, result, opts["jobs"]), f"Wall time of this invocation: {wall:.0f} s."]
-    bm = cfg.benchmark
-    write_report(
-        result.records,
-        out,
-        command=command,
-        versions=collect_versions(),
-        notes=notes,
-        plot=not args.no_plot,
-        task_names=list(bm.tasks),
-        title=f"molearn compare: {bm.name}",
-        baselines=result.baselines,
-        metric_labels={m.name: m.axis_label for m in bm.metrics},
-    )
     md = format_markdown(result.records, command=command, versions={}, summaries=summarise(result.records))
     table = md.split("\n| rank", 1)
     if len(table) == 2:
-        rows = ["| rank" + table[1].split("\n\n", 1)[0]]
-        print("\n".join(rows))
-    print(f"report: {out / 'report.md'} ({wall:.0f} s)")
-    failed = [r for r in result.records if r.error]
-    if failed:
-        names = ", ".join(f"{r.method} seed {r.seed}" for r in failed)
-        print(f"{PROG}: {len(failed)} run(s) failed: {names}; see {out / 'report.md'}", file=sys.stderr)
+        print("| rank" + table[1].split("\n\n", 1)[0])
+    print(f"report: {result.report} ({result.seconds:.0f} s)")
+    if result.failed:
+        names = ", ".join(f"{r.method} seed {r.seed}" for r in result.failed)
+        print(f"{PROG}: {len(result.failed)} run(s) failed: {names}; see {result.report}", file=sys.stderr)
         return 1
     return 0
