@@ -135,3 +135,27 @@ def _fields(b: Benchmark) -> dict[str, object]:
     import dataclasses
 
     return {f.name: getattr(b, f.name) for f in dataclasses.fields(b) if f.init}
+
+
+def test_compare_from_python(tmp_path: Path) -> None:
+    from molearn.compare import ConfigError, compare
+
+    result = compare(
+        _tiny.bench, methods="famo", seeds=[3], schedule="quick", out=tmp_path / "py", plot=False
+    )
+    assert result.report == tmp_path / "py" / "report.md" and result.report.is_file()
+    assert [r.method for r in result.records] == ["EW", "FAMO"] and not result.failed
+    assert set(result.baselines) == {"mae_a", "mae_b"}
+    with pytest.raises(ConfigError, match="did you mean 'famo'"):
+        compare(_tiny.bench, methods="fam", out=tmp_path / "bad")
+    assert not (tmp_path / "bad").exists()
+
+
+def test_options_have_help_and_list_works(capsys: pytest.CaptureFixture[str]) -> None:
+    parser = cli.build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command").choices["compare"]  # type: ignore[union-attr]
+    for action in sub._actions:
+        assert action.help, f"{action.option_strings} has no help text"
+    assert cli.main(["compare", "--list"]) == 0
+    out = capsys.readouterr().out
+    assert "multi_fashion" in out and "nashmtl" in out
