@@ -159,3 +159,13 @@ def test_options_have_help_and_list_works(capsys: pytest.CaptureFixture[str]) ->
     assert cli.main(["compare", "--list"]) == 0
     out = capsys.readouterr().out
     assert "multi_fashion" in out and "nashmtl" in out
+
+
+def test_same_seed_same_numbers(tmp_path: Path) -> None:
+    """A run is a function of its seed: the same seed gives the same metrics."""
+    from molearn.compare import compare
+
+    a = compare(_tiny.bench, methods="ew", seeds=1, schedule="quick", out=tmp_path / "a", plot=False)
+    b = compare(_tiny.bench, methods="ew", seeds=1, schedule="quick", out=tmp_path / "b", plot=False)
+    assert a.records[0].metrics == b.records[0].metrics
+    assert a.records[0].last_metrics == b.records[0].last_metrics
