@@ -651,7 +651,7 @@ def _cost_weight(method: str) -> float:
         needs = get(method).needs
     except Exception:
         return 1.0
-    return 1.0 * max(1, needs.batches) * (1.6 if (needs.gramian or needs.jacobian) else 1.0)
+    return 1.6 if (needs.gramian or needs.jacobian) else 1.0  # per epoch: multi-batch steps are fewer
 
 
 def _history(r: Mapping[str, Any]) -> list[EpochScores]:
