@@ -265,6 +265,8 @@ def _fmt(iv: Interval, scale: float = 1.0, digits: int = 4, suffix: str = "") ->
     if n == 0 or not math.isfinite(mean):
         return "n/a"
     text = _num(mean * scale, digits)
+    if math.isfinite(half) and half <= 1e-9 * abs(mean):  # rounding noise of identical values
+        half = 0.0
     if math.isfinite(half):
         text += f" ± {_num(half * scale, 2)}"
     return text + suffix
