@@ -264,6 +264,8 @@ def _fmt(iv: Interval, scale: float = 1.0, digits: int = 4, suffix: str = "") ->
     mean, half, n = iv
     if n == 0 or not math.isfinite(mean):
         return "n/a"
+    if abs(mean) < 1e-12:  # rounding noise around zero (a Δm of identical values)
+        mean = 0.0
     text = _num(mean * scale, digits)
     if math.isfinite(half) and half <= 1e-9 * abs(mean):  # rounding noise of identical values
         half = 0.0
