@@ -5,32 +5,19 @@
 from __future__ import annotations
 
 import argparse
-import difflib
 from collections.abc import Iterable
+
+from .._conventions import did_you_mean, seed_list
 
 __all__ = ["did_you_mean", "parse_methods", "parse_seeds"]
 
 
-def did_you_mean(name: str, known: Iterable[str]) -> str:
-    """`` (did you mean 'x'?)`` for the closest known name, or an empty string."""
-    close = difflib.get_close_matches(name.lower(), [k.lower() for k in known], n=1, cutoff=0.6)
-    return f" (did you mean {close[0]!r}?)" if close else ""
-
-
 def parse_seeds(text: str) -> list[int]:
     """``"3"`` -> ``[0, 1, 2]``; ``"0,3,7"`` -> ``[0, 3, 7]`` (distinct integers >= 0)."""
-    text = str(text).strip()
     try:
-        seeds = list(range(int(text))) if text.isdigit() else [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"--seeds expects a count (3 = seeds 0,1,2) or a comma-separated list of seeds, got {text!r}"
-        ) from None
-    if not seeds:
-        raise argparse.ArgumentTypeError(f"--seeds needs at least one seed, got {text!r}")
-    if len(set(seeds)) != len(seeds) or min(seeds) < 0:
-        raise argparse.ArgumentTypeError(f"--seeds must be distinct integers >= 0, got {text!r}")
-    return seeds
+        return seed_list(str(text))
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"--seeds: {err}") from None
 
 
 def parse_methods(text: str, known: Iterable[str] | None = None) -> list[str]:

@@ -1,8 +1,26 @@
-"""`molearn compare`: train several methods on a multi-task problem over seeds and report Δm, per-task
+"""``molearn compare``: train several methods on a multi-task problem over seeds and report Δm, per-task
 metrics, time and memory relative to equal weighting, with confidence intervals and plots.
+
+A problem is a :class:`Benchmark` (data splits, a model with shared and task-specific parameters, the K
+losses, the metrics with their direction and weight in Δm, optional single-task baselines, a default
+:class:`Schedule`); the built-in ones are Multi-MNIST, Multi-Fashion and Multi-(Fashion+MNIST)
+(:func:`multi_benchmark`). See ``docs/compare.md``.
 """
 
 from .._stats import mean_ci
+from ..metrics import MeanMeter, Meter
+from ._benchmark import (
+    OPTIMIZERS,
+    SCHEDULERS,
+    Benchmark,
+    BenchmarkError,
+    Metric,
+    Schedule,
+    builtin_benchmarks,
+    load_benchmark,
+)
+from ._config import CONFIG_KEYS, ConfigError, check_method, check_methods, load_config
+from ._multi import multi_benchmark
 from ._report import (
     EW_NAME,
     MethodSummary,
@@ -11,52 +29,78 @@ from ._report import (
     cost_ratios,
     ew_figures,
     format_markdown,
+    place_labels,
     plot_cost,
     plot_tasks,
     plot_weights,
+    ratio_ci,
     read_runs_csv,
     summarise,
     write_report,
     write_runs_csv,
 )
 from ._run import (
+    DEFAULT_BENCHMARK,
     DEFAULT_METHODS,
-    METHOD_KWARGS,
-    SCHEDULES,
     CompareConfig,
+    CompareResult,
     RunSpec,
-    Schedule,
     add_arguments,
-    load_config,
+    check_benchmark,
+    compare,
+    resolve_config,
     run,
     run_cli,
     run_one,
 )
+from ._select import EpochScores, select_epoch, select_single_task_epoch
 
 __all__ = [
+    "CONFIG_KEYS",
+    "DEFAULT_BENCHMARK",
     "DEFAULT_METHODS",
     "EW_NAME",
-    "METHOD_KWARGS",
-    "SCHEDULES",
+    "OPTIMIZERS",
+    "SCHEDULERS",
+    "Benchmark",
+    "BenchmarkError",
     "CompareConfig",
+    "CompareResult",
+    "ConfigError",
+    "EpochScores",
+    "MeanMeter",
+    "Meter",
     "MethodSummary",
+    "Metric",
     "RunRecord",
     "RunSpec",
     "Schedule",
     "add_arguments",
+    "builtin_benchmarks",
+    "check_benchmark",
+    "check_method",
+    "check_methods",
     "collect_versions",
+    "compare",
     "cost_ratios",
     "ew_figures",
     "format_markdown",
+    "load_benchmark",
     "load_config",
     "mean_ci",
+    "multi_benchmark",
+    "place_labels",
     "plot_cost",
     "plot_tasks",
     "plot_weights",
+    "ratio_ci",
     "read_runs_csv",
+    "resolve_config",
     "run",
     "run_cli",
     "run_one",
+    "select_epoch",
+    "select_single_task_epoch",
     "summarise",
     "write_report",
     "write_runs_csv",

@@ -6,12 +6,17 @@ Input: one :class:`RunRecord` per (method, seed) run. Aggregation (:func:`summar
 - every per-task metric, Δm% and the absolute time per step and peak memory: mean ± half-width of the
   two-sided 95 % Student-t interval over the seeds (:func:`molearn._stats.mean_ci`; non-finite values,
   e.g. of a diverged run, are left out and the count of seeds used is reported);
-- cost relative to EW: **per seed** the paired ratio ``time_per_step / ew_time_per_step`` (and the same for
-  peak memory), with EW measured in the same run (same process, same machine state), then mean ± CI of the
-  ratios. The EW figures come from the record's own ``ew_*`` fields; where those are missing (NaN), from
-  the ``"EW"`` record of the same seed when there is one. **With neither, the ratio is "n/a"** (NaN in
-  ``runs.csv``, "n/a" in the table, and the report says which runs lack it) rather than an error: peak
-  memory in particular is not measurable on every device.
+- cost relative to EW: **per seed** the paired ratio ``time_per_step / ew_time_per_step`` (``compare``
+  records the median step time of each run, so this is a ratio of medians; the same for peak memory), with
+  EW measured in the same invocation, then over the seeds the **geometric mean with a 95 % Student-t
+  interval computed on the log scale** (:func:`ratio_ci`): ``exp(mean(log r) ± t·sd(log r)/√n)``. The
+  interval is never below 0 and is not symmetric; a cost interval wider than its value is flagged (⚠) in
+  the table and drawn hatched in the plot. The EW figures come from the record's own ``ew_*`` fields; where
+  those are missing (NaN), from the ``"EW"`` record of the same seed when there is one. **With neither,
+  the ratio is "n/a"** (NaN in ``runs.csv``, "n/a" in the table, and the report says which runs lack it)
+  rather than an error: peak memory in particular is not measurable on every device.
+- model selection (``compare``): ``metrics`` and ``delta_m`` are at the epoch the run was selected at
+  (``epoch``; the best validation Δm), ``last_metrics`` and ``last_delta_m`` at its last epoch.
 
 Methods are sorted by mean Δm% (lower is better, see :mod:`molearn.metrics`), methods without a finite
 Δm last, ties by name.
@@ -32,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from .._plot import figure_class
-from .._stats import mean_ci
+from .._stats import mean_ci, t_quantile
 
 __all__ = [
     "EW_NAME",
@@ -42,9 +47,11 @@ __all__ = [
     "cost_ratios",
     "ew_figures",
     "format_markdown",
+    "place_labels",
     "plot_cost",
     "plot_tasks",
     "plot_weights",
+    "ratio_ci",
     "read_runs_csv",
     "summarise",
     "write_report",
@@ -55,6 +62,9 @@ __all__ = [
 EW_NAME = "EW"
 
 Interval = tuple[float, float, int]  # (mean, 95 % CI half-width, number of finite values)
+RatioInterval = tuple[float, float, float, int]  # (geometric mean, 95 % CI low, high, n finite > 0)
+#: more metrics than this go to their own table (metrics as rows) instead of columns
+INLINE_METRICS = 6
 
 
 @dataclass
@@ -77,6 +87,9 @@ class RunRecord:
       method has no weights, e.g. a Jacobian method returning a direction).
     - ``steps``: number of training steps done.
     - ``error``: empty for a run that finished; otherwise why it stopped (e.g. non-finite loss at step t).
+    - ``epoch``: the (1-based) epoch ``metrics`` and ``delta_m`` are taken at (0: not recorded);
+      ``epochs``: the epochs run; ``last_metrics`` / ``last_delta_m``: the same at the last epoch (empty /
+      NaN when not recorded).
     """
 
     method: str
@@ -90,23 +103,30 @@ class RunRecord:
     weights: list[tuple[int, list[float]]] = field(default_factory=list)
     steps: int = 0
     error: str = ""
+    epoch: int = 0
+    epochs: int = 0
+    last_metrics: dict[str, float] = field(default_factory=dict)
+    last_delta_m: float = math.nan
 
 
 @dataclass
 class MethodSummary:
-    """One method over its seeds: every figure as ``(mean, 95 % CI half-width, n finite)``; ``weights``
-    is the mean over seeds of the weights at each logged step."""
+    """One method over its seeds: every figure as ``(mean, 95 % CI half-width, n finite)``, the cost
+    ratios as ``(geometric mean, low, high, n)`` (:func:`ratio_ci`); ``weights`` is the mean over seeds of
+    the weights at each logged step."""
 
     method: str
     seeds: list[int]
     metrics: dict[str, Interval]
     delta_m: Interval
-    time_ratio: Interval
-    memory_ratio: Interval
+    time_ratio: RatioInterval
+    memory_ratio: RatioInterval
     time_per_step: Interval
     peak_memory: Interval
     weights: list[tuple[int, list[float]]]
     errors: list[str]
+    last_delta_m: Interval = (math.nan, math.nan, 0)
+    epoch: Interval = (math.nan, math.nan, 0)
 
 
 # --------------------------------------------------------------------------------------------- checks
@@ -163,6 +183,28 @@ def cost_ratios(record: RunRecord, records: Sequence[RunRecord]) -> tuple[float,
     return _ratio(record.time_per_step, t), _ratio(record.peak_memory, m)
 
 
+def ratio_ci(values: Sequence[float], level: float = 0.95) -> RatioInterval:
+    """Geometric mean of the positive finite ``values`` with the two-sided Student-t interval of the mean of
+    their logarithms, exponentiated: ``(gm, low, high, n)``, always positive; NaN bounds for one value, all
+    NaN for none."""
+    logs = [math.log(v) for v in values if math.isfinite(v) and v > 0]
+    n = len(logs)
+    if n == 0:
+        return math.nan, math.nan, math.nan, 0
+    mean = sum(logs) / n
+    if n == 1:
+        return math.exp(mean), math.nan, math.nan, 1
+    sd = math.sqrt(sum((v - mean) ** 2 for v in logs) / (n - 1))
+    half = t_quantile(n - 1, level) * sd / math.sqrt(n)
+    return math.exp(mean), math.exp(mean - half), math.exp(mean + half), n
+
+
+def is_wide(iv: RatioInterval) -> bool:
+    """A cost interval wider than its value (``high - low > value``): the figure is not to be trusted."""
+    gm, low, high, _ = iv
+    return all(math.isfinite(v) for v in (gm, low, high)) and high - low > gm
+
+
 def _mean_weights(records: Sequence[RunRecord]) -> list[tuple[int, list[float]]]:
     by_step: dict[int, list[list[float]]] = {}
     for r in records:
@@ -196,12 +238,14 @@ def summarise(records: Sequence[RunRecord]) -> list[MethodSummary]:
                 seeds=[r.seed for r in runs],
                 metrics={n: mean_ci(r.metrics[n] for r in runs) for n in names},
                 delta_m=mean_ci(r.delta_m for r in runs),
-                time_ratio=mean_ci(t for t, _ in ratios),
-                memory_ratio=mean_ci(m for _, m in ratios),
+                time_ratio=ratio_ci([t for t, _ in ratios]),
+                memory_ratio=ratio_ci([m for _, m in ratios]),
                 time_per_step=mean_ci(r.time_per_step for r in runs),
                 peak_memory=mean_ci(r.peak_memory for r in runs),
                 weights=_mean_weights(runs),
                 errors=[f"seed {r.seed}: {r.error}" for r in runs if r.error],
+                last_delta_m=mean_ci(r.last_delta_m for r in runs),
+                epoch=mean_ci(float(r.epoch) if r.epoch > 0 else math.nan for r in runs),
             )
         )
     return sorted(out, key=_sort_key)
@@ -220,10 +264,26 @@ def _fmt(iv: Interval, scale: float = 1.0, digits: int = 4, suffix: str = "") ->
     mean, half, n = iv
     if n == 0 or not math.isfinite(mean):
         return "n/a"
+    if abs(mean) < 1e-12:  # rounding noise around zero (a Δm of identical values)
+        mean = 0.0
     text = _num(mean * scale, digits)
+    if math.isfinite(half) and half <= 1e-9 * abs(mean):  # rounding noise of identical values
+        half = 0.0
     if math.isfinite(half):
         text += f" ± {_num(half * scale, 2)}"
     return text + suffix
+
+
+def _fmt_ratio(iv: RatioInterval) -> str:
+    gm, low, high, n = iv
+    if n == 0 or not math.isfinite(gm):
+        return "n/a"
+    text = f"{_num(gm, 3)}×"
+    if math.isfinite(low) and math.isfinite(high):
+        text += f" [{_num(low, 2)}, {_num(high, 2)}]"
+        if is_wide(iv):
+            text += " ⚠"
+    return text
 
 
 def collect_versions() -> dict[str, str]:
@@ -248,6 +308,14 @@ def _command_text(command: str | Sequence[str]) -> str:
     return command if isinstance(command, str) else shlex.join(command)
 
 
+def _no_weights(records: Sequence[RunRecord]) -> list[str]:
+    """Methods none of whose finished runs logged weights (they return an update direction, e.g. MoCo)."""
+    by: dict[str, list[RunRecord]] = {}
+    for r in records:
+        by.setdefault(r.method, []).append(r)
+    return [m for m, rs in by.items() if not any(r.weights for r in rs) and any(not r.error for r in rs)]
+
+
 def format_markdown(
     records: Sequence[RunRecord],
     *,
@@ -258,10 +326,15 @@ def format_markdown(
     summaries: Sequence[MethodSummary] | None = None,
     plots: Sequence[str] = (),
 ) -> str:
-    """``report.md``: notes, the table sorted by Δm% (mean ± 95 % CI), cost columns, command and versions."""
+    """``report.md``: notes, the table sorted by Δm% (mean ± 95 % CI), cost columns, command and versions.
+
+    With more than :data:`INLINE_METRICS` metrics the per-metric values get their own table (one row per
+    metric). The columns "Δm% last" and "epoch" appear when the records carry model selection."""
     sums = list(summaries) if summaries is not None else summarise(records)
     names = list(records[0].metrics)
     seeds = sorted({r.seed for r in records})
+    selected = any(r.epochs > 0 for r in records)
+    inline = len(names) <= INLINE_METRICS
     note_list = [notes] if isinstance(notes, str) else list(notes)
     lines = [f"# {title}", ""]
     for note in note_list:
@@ -274,29 +347,58 @@ def format_markdown(
         "Δm% = (100/M) Σ_j (−1)^{s_j} (M_j − B_j) / B_j over the M metrics against the single-task baselines "
         "B_j, s_j = 1 where higher is better (per metric, as in Nash-MTL, FAMO and FairGrad): "
         "**lower is better, negative = better than single-task.** Time per step and peak memory are paired "
-        "ratios to EW measured in the same run (per seed, then averaged); n/a where EW was not measured.",
+        "ratios to EW measured in the same invocation (per seed), summarised by their geometric mean and "
+        "[95 % interval] computed on the log scale; ⚠ marks an interval wider than its value (too noisy to "
+        "read); n/a where EW was not measured.",
         "",
     ]
-    header = ["rank", "method", "seeds", "Δm% ↓", *names, "time/step ÷ EW", "peak mem ÷ EW", "time/step (ms)",
-              "peak mem (MiB)"]  # fmt: skip
+    if selected:
+        lines += [
+            "Metrics and Δm% are taken at each run's **selected epoch** (column 'epoch', mean over seeds; "
+            "the best validation Δm% when there is a validation split, else the last); 'Δm% last' is Δm% at "
+            "the last epoch.",
+            "",
+        ]
+    header = ["rank", "method", "seeds", "Δm% ↓"]
+    if selected:
+        header += ["Δm% last", "epoch"]
+    if inline:
+        header += names
+    header += ["time/step ÷ EW", "peak mem ÷ EW", "time/step (ms)", "peak mem (MiB)"]
     lines += ["| " + " | ".join(header) + " |", "|---:|:---|---:|" + "---:|" * (len(header) - 3)]
     for i, s in enumerate(sums, 1):
-        cells = [
-            str(i),
-            s.method,
-            str(len(s.seeds)),
-            _fmt(s.delta_m, digits=3),
-            *(_fmt(s.metrics[n]) for n in names),
-            _fmt(s.time_ratio, digits=3, suffix="×"),
-            _fmt(s.memory_ratio, digits=3, suffix="×"),
+        cells = [str(i), s.method, str(len(s.seeds)), _fmt(s.delta_m, digits=3)]
+        if selected:
+            cells += [_fmt(s.last_delta_m, digits=3), _fmt((s.epoch[0], math.nan, s.epoch[2]), digits=3)]
+        if inline:
+            cells += [_fmt(s.metrics[n]) for n in names]
+        cells += [
+            _fmt_ratio(s.time_ratio),
+            _fmt_ratio(s.memory_ratio),
             _fmt(s.time_per_step, scale=1e3, digits=3),
             _fmt(s.peak_memory, scale=1 / 2**20, digits=4),
         ]
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
+    if not inline:
+        lines += ["## Per-metric test results", "", "| metric | " + " | ".join(s.method for s in sums) + " |"]
+        lines.append("|:---|" + "---:|" * len(sums))
+        for n in names:
+            lines.append(f"| {n} | " + " | ".join(_fmt(s.metrics[n]) for s in sums) + " |")
+        lines.append("")
     no_ew = [f"{r.method} (seed {r.seed})" for r in records if not math.isfinite(cost_ratios(r, records)[0])]
     if no_ew:
         lines += [f"Time ratio to EW n/a (no EW time measured): {', '.join(no_ew)}.", ""]
+    wide = [s.method for s in sums if is_wide(s.time_ratio) or is_wide(s.memory_ratio)]
+    if wide:
+        lines += [f"⚠ Cost intervals wider than their value (noisy timing or memory): {', '.join(wide)}.", ""]
+    absent = _no_weights(records)
+    if absent:
+        lines += [
+            f"No task weights logged (the method returns an update direction, not weights; absent from the "
+            f"weights plot): {', '.join(absent)}.",
+            "",
+        ]
     errors = [(s.method, e) for s in sums for e in s.errors]
     if errors:
         lines += ["## Runs stopped early", "", *(f"- {m}, {e}" for m, e in errors), ""]
@@ -309,8 +411,9 @@ def format_markdown(
 
 # --------------------------------------------------------------------------------------------- runs.csv
 _FIXED = ("method", "seed", "delta_m", "time_per_step", "peak_memory", "ew_time_per_step", "ew_peak_memory",
-          "time_ratio", "memory_ratio", "steps")  # fmt: skip
+          "time_ratio", "memory_ratio", "steps", "epoch", "epochs", "last_delta_m")  # fmt: skip
 _METRIC_PREFIX = "metric:"
+_LAST_PREFIX = "last:"
 
 
 def write_runs_csv(records: Sequence[RunRecord], path: str | os.PathLike[str]) -> None:
@@ -318,7 +421,8 @@ def write_runs_csv(records: Sequence[RunRecord], path: str | os.PathLike[str]) -
     columns, the final weights as ``w_final_<i>`` and the whole weight history as JSON in ``weights``."""
     names = _check(records)
     k = max((len(w) for r in records for _, w in r.weights), default=0)
-    cols = [*_FIXED, *(_METRIC_PREFIX + n for n in names), *(f"w_final_{i}" for i in range(k))]
+    cols = [*_FIXED, *(_METRIC_PREFIX + n for n in names), *(_LAST_PREFIX + n for n in names)]
+    cols += [f"w_final_{i}" for i in range(k)]
     cols += ["weights", "error"]
     with open(path, "w", newline="") as fh:
         w = csv.writer(fh)
@@ -329,8 +433,9 @@ def write_runs_csv(records: Sequence[RunRecord], path: str | os.PathLike[str]) -
             row: list[Any] = [r.method, r.seed]
             row += [repr(float(v)) for v in (r.delta_m, r.time_per_step, r.peak_memory, r.ew_time_per_step,
                                               r.ew_peak_memory, t_ratio, m_ratio)]  # fmt: skip
-            row.append(r.steps)
+            row += [r.steps, r.epoch, r.epochs, repr(float(r.last_delta_m))]
             row += [repr(float(r.metrics[n])) for n in names]
+            row += [repr(float(r.last_metrics[n])) if n in r.last_metrics else "" for n in names]
             row += [repr(float(final[i])) if i < len(final) else "" for i in range(k)]
             row.append(json.dumps([[int(s), [float(v) for v in ws]] for s, ws in r.weights]))
             row.append(r.error)
@@ -360,6 +465,14 @@ def read_runs_csv(path: str | os.PathLike[str]) -> list[RunRecord]:
                 weights=[(int(s), [float(v) for v in ws]) for s, ws in weights_json],
                 steps=int(row["steps"]),
                 error=row.get("error", ""),
+                epoch=int(row.get("epoch") or 0),
+                epochs=int(row.get("epochs") or 0),
+                last_metrics={
+                    c[len(_LAST_PREFIX) :]: float(v)
+                    for c, v in row.items()
+                    if c.startswith(_LAST_PREFIX) and v not in (None, "")
+                },
+                last_delta_m=float(row.get("last_delta_m") or "nan"),
             )
         )
     return out
@@ -370,46 +483,135 @@ def _half(iv: Interval) -> float:
     return iv[1] if math.isfinite(iv[1]) else 0.0
 
 
-def plot_tasks(summaries: Sequence[MethodSummary], x: str, y: str, path: str | os.PathLike[str]) -> None:
-    """Metric ``x`` vs metric ``y`` per method (mean, 95 % CI bars both ways)."""
+def _renderer(fig: Any) -> Any:
+    """A renderer for measuring text (the Agg canvas; attaching it changes nothing else)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = fig.canvas if isinstance(fig.canvas, FigureCanvasAgg) else FigureCanvasAgg(fig)
+    return canvas.get_renderer()
+
+
+def _overlap(a: Any, b: Any) -> float:
+    w = min(a.x1, b.x1) - max(a.x0, b.x0)
+    h = min(a.y1, b.y1) - max(a.y0, b.y0)
+    return w * h if w > 0 and h > 0 else 0.0
+
+
+def place_labels(
+    ax: Any, points: Sequence[tuple[float, float]], texts: Sequence[str], fontsize: float = 8
+) -> list[Any]:
+    """Annotate each point with its text at the first of a ring of offsets (growing radius) where the label
+    overlaps no label placed before and no point, staying inside the axes; when none is free, the offset of
+    least overlap. Call after the axes' limits are final. Returns the annotations."""
+    from matplotlib.transforms import Bbox
+
+    fig = ax.figure
+    ax.get_xlim(), ax.get_ylim()  # settle autoscaling before transforming
+    renderer = _renderer(fig)
+    if fig.get_layout_engine() is not None:
+        fig.get_layout_engine().execute(fig)
+    axes_box = ax.get_window_extent(renderer)
+    trans = ax.transData
+    marks = []
+    for x, y in points:
+        px, py = trans.transform((x, y))
+        marks.append(Bbox.from_bounds(px - 3, py - 3, 6, 6))
+    placed: list[Any] = []
+    out = []
+    dirs = [(1, 1), (1, -1), (-1, 1), (-1, -1), (1, 0), (-1, 0), (0, 1), (0, -1)]
+    for (x, y), text in zip(points, texts):
+        best = None
+        for radius in (5, 12, 20, 30, 42):
+            for dx, dy in dirs:
+                ha = "left" if dx > 0 else "right" if dx < 0 else "center"
+                va = "bottom" if dy > 0 else "top" if dy < 0 else "center"
+                ann = ax.annotate(text, (x, y), xytext=(dx * radius, dy * radius), textcoords="offset points",
+                                  ha=ha, va=va, fontsize=fontsize)  # fmt: skip
+                ann.set_in_layout(False)
+                box = ann.get_window_extent(renderer)
+                cost = sum(_overlap(box, b) for b in placed) + sum(_overlap(box, m) for m in marks)
+                outside = (
+                    (box.x0 < axes_box.x0)
+                    + (box.x1 > axes_box.x1)
+                    + (box.y0 < axes_box.y0)
+                    + (box.y1 > axes_box.y1)
+                )
+                cost += 1e6 * outside
+                if best is None or cost < best[0]:
+                    if best is not None:
+                        best[1].remove()
+                    best = (cost, ann, box)
+                else:
+                    ann.remove()
+                if cost == 0:
+                    break
+            if best is not None and best[0] == 0:
+                break
+        assert best is not None
+        placed.append(best[2])
+        out.append(best[1])
+    return out
+
+
+def plot_tasks(
+    summaries: Sequence[MethodSummary],
+    x: str,
+    y: str,
+    path: str | os.PathLike[str],
+    *,
+    baselines: Mapping[str, float] | None = None,
+    labels: Mapping[str, str] | None = None,
+) -> Any:
+    """Metric ``x`` vs metric ``y`` per method (mean, 95 % CI bars both ways), the single-task point
+    (``baselines``) as a star, axes labelled by metric (``labels``: name -> axis label). Returns the
+    figure."""
+    labels = labels or {}
     Figure = figure_class("task-1 vs task-2 plot")
-    fig = Figure(figsize=(6, 5), layout="constrained")
+    fig = Figure(figsize=(6.4, 5.2), layout="constrained")
     ax = fig.subplots()
+    pts, names = [], []
     for i, s in enumerate(summaries):  # colour by rank, the same in every plot
         mx, my = s.metrics[x], s.metrics[y]
         if not (math.isfinite(mx[0]) and math.isfinite(my[0])):
             continue
-        ax.errorbar(
-            mx[0],
-            my[0],
-            xerr=_half(mx),
-            yerr=_half(my),
-            fmt="o",
-            capsize=3,
-            label=s.method,
-            color=f"C{i % 10}",
+        ax.errorbar(mx[0], my[0], xerr=_half(mx), yerr=_half(my), fmt="o", capsize=3, label=s.method,
+                    color=f"C{i % 10}")  # fmt: skip
+        pts.append((mx[0], my[0]))
+        names.append(s.method)
+    if baselines is not None and all(math.isfinite(baselines.get(k, math.nan)) for k in (x, y)):
+        ax.plot(
+            [baselines[x]], [baselines[y]], marker="*", ms=14, color="black", ls="none", label="single-task"
         )
-        ax.annotate(s.method, (mx[0], my[0]), textcoords="offset points", xytext=(4, 4), fontsize=8)
-    ax.set_xlabel(x)
-    ax.set_ylabel(y)
+        pts.append((baselines[x], baselines[y]))
+        names.append("single-task")
+    ax.set_xlabel(labels.get(x, x))
+    ax.set_ylabel(labels.get(y, y))
     ax.set_title(f"{x} vs {y} (mean ± 95% CI over seeds)", fontsize=10)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    ax.margins(0.12)
+    if pts:
+        ax.legend(fontsize=7, loc="best")
+        place_labels(ax, pts, names)
     fig.savefig(path, dpi=110)
+    return fig
 
 
 def plot_weights(
-    summaries: Sequence[MethodSummary], path: str | os.PathLike[str], task_names: Sequence[str] = ()
+    summaries: Sequence[MethodSummary],
+    path: str | os.PathLike[str],
+    task_names: Sequence[str] = (),
+    absent: Sequence[str] = (),
 ) -> bool:
-    """Task weights over training, one panel per method with weights (mean over seeds); False (nothing
-    written) when no method logged weights."""
+    """Task weights over training, one panel per method with weights (mean over seeds); methods that logged
+    none (``absent``: they return a direction, e.g. MoCo) are named in the figure. False (nothing written)
+    when no method logged weights."""
     with_w = [s for s in summaries if s.weights]
     if not with_w:
         return False
     Figure = figure_class("weights plot")
     cols = min(3, len(with_w))
     rows = math.ceil(len(with_w) / cols)
-    fig = Figure(figsize=(4.2 * cols, 3.0 * rows), layout="constrained")
+    fig = Figure(figsize=(4.2 * cols, 3.0 * rows + (0.4 if absent else 0)), layout="constrained")
     axes = fig.subplots(rows, cols, squeeze=False)
     for ax, s in zip((a for row in axes for a in row), with_w):
         steps = [st for st, _ in s.weights]
@@ -422,41 +624,52 @@ def plot_weights(
         ax.set_ylim(min(0.0, low) * 1.1, (top if top > 0 else 1.0) * 1.1)  # from 0: constant looks constant
         ax.set_title(f"{s.method} ({len(s.seeds)} seeds)", fontsize=9)
         ax.set_xlabel("step")
+        ax.set_ylabel("task weight")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+        if k <= 10:
+            ax.legend(fontsize=7)
     for ax in [a for row in axes for a in row][len(with_w) :]:
         ax.set_visible(False)
-    fig.suptitle("task weights over training (mean over seeds)", fontsize=10)
+    title = "task weights over training (mean over seeds)"
+    if absent:
+        title += f"\nnot shown, no weights (they return an update direction): {', '.join(absent)}"
+    fig.suptitle(title, fontsize=10)
     fig.savefig(path, dpi=110)
     return True
 
 
-def plot_cost(summaries: Sequence[MethodSummary], path: str | os.PathLike[str]) -> None:
-    """Time per step relative to EW vs Δm% per method (mean, 95 % CI bars); methods with either n/a are
-    left out."""
+def plot_cost(summaries: Sequence[MethodSummary], path: str | os.PathLike[str]) -> Any:
+    """Time per step relative to EW (log scale; geometric mean and its 95 % interval) vs Δm% per method
+    (mean, 95 % CI); an interval wider than its value is drawn dashed and marked ⚠. Methods with either
+    n/a are left out. Returns the figure."""
     Figure = figure_class("time vs Δm plot")
-    fig = Figure(figsize=(6, 4.5), layout="constrained")
+    fig = Figure(figsize=(6.4, 4.8), layout="constrained")
     ax = fig.subplots()
+    pts, names = [], []
     for i, s in enumerate(summaries):
-        if not (math.isfinite(s.time_ratio[0]) and math.isfinite(s.delta_m[0])):
+        gm, low, high, _ = s.time_ratio
+        if not (math.isfinite(gm) and math.isfinite(s.delta_m[0])):
             continue
-        ax.errorbar(
-            s.time_ratio[0],
-            s.delta_m[0],
-            xerr=_half(s.time_ratio),
-            yerr=_half(s.delta_m),
-            fmt="o",
-            capsize=3,
-            color=f"C{i % 10}",
-        )
-        ax.annotate(s.method, (s.time_ratio[0], s.delta_m[0]), textcoords="offset points", xytext=(4, 4),
-                    fontsize=8)  # fmt: skip
+        xerr = [[gm - low], [high - gm]] if math.isfinite(low) and math.isfinite(high) else None
+        bars = ax.errorbar(gm, s.delta_m[0], xerr=xerr, yerr=_half(s.delta_m), fmt="o", capsize=3,
+                           color=f"C{i % 10}")  # fmt: skip
+        wide = is_wide(s.time_ratio)
+        if wide and xerr is not None:
+            bars.lines[2][0].set_linestyle("--")  # the x (cost) bars
+        pts.append((gm, s.delta_m[0]))
+        names.append(s.method + (" ⚠" if wide else ""))
+    ax.set_xscale("log")
     ax.axhline(0.0, color="0.5", lw=0.8)
-    ax.set_xlabel("time per step ÷ EW (same run)")
+    ax.axvline(1.0, color="0.7", lw=0.8, ls=":")
+    ax.set_xlabel("time per step ÷ EW (same seed; log scale, geometric mean)")
     ax.set_ylabel("Δm% (lower is better)")
-    ax.set_title("cost vs Δm% (mean ± 95% CI over seeds)", fontsize=10)
-    ax.grid(alpha=0.3)
+    ax.set_title("cost vs Δm% (95% intervals over seeds; ⚠ interval wider than its value)", fontsize=9)
+    ax.grid(alpha=0.3, which="both")
+    ax.margins(0.15)
+    if pts:
+        place_labels(ax, pts, names)
     fig.savefig(path, dpi=110)
+    return fig
 
 
 # --------------------------------------------------------------------------------------------- all outputs
@@ -471,6 +684,8 @@ def write_report(
     plot: bool = True,
     plot_metrics: tuple[str, str] | None = None,
     task_names: Sequence[str] = (),
+    baselines: Mapping[str, float] | None = None,
+    metric_labels: Mapping[str, str] | None = None,
 ) -> dict[str, Path]:
     """Write ``report.md``, ``runs.csv`` and (``plot``) ``tasks.png`` (first two metrics, or
     ``plot_metrics``, against each other; skipped with fewer than two metrics), ``weights.png`` (skipped
@@ -478,7 +693,8 @@ def write_report(
 
     ``command`` is the exact command line (a string, or argv joined with shell quoting), ``versions``
     package -> version (default :func:`collect_versions`), ``notes`` one or more lines shown at the top
-    (e.g. "short schedule: ...").
+    (e.g. "short schedule: ..."), ``baselines`` the single-task values (the star in ``tasks.png``) and
+    ``metric_labels`` the axis label of each metric.
     """
     names = _check(records)
     if plot_metrics is not None:
@@ -494,8 +710,8 @@ def write_report(
         pair = plot_metrics if plot_metrics is not None else (tuple(names[:2]) if len(names) >= 2 else None)
         if pair is not None:
             paths["tasks.png"] = out_dir / "tasks.png"
-            plot_tasks(sums, pair[0], pair[1], paths["tasks.png"])
-        if plot_weights(sums, out_dir / "weights.png", task_names):
+            plot_tasks(sums, pair[0], pair[1], paths["tasks.png"], baselines=baselines, labels=metric_labels)
+        if plot_weights(sums, out_dir / "weights.png", task_names, absent=_no_weights(records)):
             paths["weights.png"] = out_dir / "weights.png"
         paths["cost.png"] = out_dir / "cost.png"
         plot_cost(sums, paths["cost.png"])

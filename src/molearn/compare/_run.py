@@ -1,38 +1,34 @@
-"""``molearn compare``: train methods × seeds on a Multi-X dataset and write a report a researcher can trust.
+"""``molearn compare``: train methods × seeds on one :class:`~molearn.compare.Benchmark` and write a report a
+researcher can trust.
 
-Every (method, seed) run trains :class:`~molearn.models.MultiLeNet` with
-:class:`molearn.train.Trainer` (one :meth:`molearn.Balancer.step` per step, no per-method code; per-method
-hyper-parameters live in :data:`METHOD_KWARGS`) and is evaluated on the test pairs at the end of every
-epoch; the final epoch's test accuracy of each task is the run's metric (higher is better).
+**Before the first run** everything is checked (:func:`resolve_config`, :func:`check_benchmark`): config keys
+and types, method names and keyword arguments (against the constructor's signature and annotations, then by
+constructing each method once), seeds, schedule, device, and a dry run of the benchmark (its data splits,
+its model's shared / task-specific parameters, one batch through ``loss_fn`` giving K finite losses, one
+batch through the metrics giving every declared metric). A failure exits with status 2 and one line.
 
-**Single-task baselines (STL)**: for each seed and task k, the same model trained with
-``Fixed(one-hot k)`` (only task k's loss; the other head gets no gradient), scored on task k. They are
-cached as JSON under ``$MOLEARN_CACHE/compare-stl/`` (default ``~/.cache/molearn``), keyed by dataset,
-data fingerprint, schedule, seed, task and model, and reused by later invocations.
-**Δm%** (:func:`molearn.metrics.delta_m`, the per-metric convention of Nash-MTL / FAMO / FairGrad):
-one term per metric, the metrics being the test accuracy of each task (higher is better), each run
-against the mean over seeds of the STL accuracies; lower is better, negative = better than STL.
+**Runs**: every (method, seed) trains a fresh model from ``benchmark.model()`` with
+:class:`molearn.train.Trainer` (one :meth:`molearn.Balancer.step` per step, no per-method code) on the
+schedule's optimiser and LR scheduler, evaluating the validation and test splits at the end of every epoch.
+EW is always run (the cost reference). On CPU each run executes in its own fresh worker process (``spawn``),
+so its peak memory can be measured; ``--jobs 0`` runs in this process (CPU peak memory then not measured).
 
-**Cost**: EW is always run. ``time_per_step`` is the mean wall-clock time of a training step (the
-Trainer's per-step timer, first step left out as warm-up); the report gives it per seed as a ratio to
-the EW run of the same seed in the same invocation (:mod:`molearn.compare`). Peak memory: on CUDA
-``torch.cuda.max_memory_allocated`` during training; on CPU each run executes in its own fresh worker
-process (``spawn``, one task per child), and its peak memory is the process's maximum resident set size
-(``resource.getrusage(RUSAGE_SELF).ru_maxrss``) at the end of training **minus** its resident size just
-before training (so the interpreter, torch and the data, identical for every method, are not counted).
-With ``--jobs 0`` runs execute in this process and CPU peak memory is not measured (n/a). Runs executed
-in parallel share the machine, so the timings carry that noise; use ``--jobs 1`` for cleaner figures.
+**Single-task baselines (STL)**, unless the benchmark gives ``baselines``: for each seed and task k the same
+model trained with ``Fixed(one-hot k)``, scored on task k's metrics. Cached as JSON under
+``$MOLEARN_CACHE/compare-stl/`` (default ``~/.cache/molearn``), keyed by benchmark, version, a fingerprint of
+the data and of the model's parameter shapes, schedule, seed, task and device type.
 
-**Schedules** (:data:`SCHEDULES`): ``full`` is the SDMGrad consistency protocol (``algorithms.md`` §8:
-LeNet, all 120k/20k pairs, 100 epochs, batch 256, SGD lr 1e-2 momentum 0.9, MultiStepLR milestones
-[15, 30, 45, 60, 75, 90] γ 0.5 stepped **per iteration**, as the official code does, so the learning rate
-reaches 1e-2/64 after 90 steps); ``default`` is a short schedule that finishes in about 6 minutes on 2 CPU
-cores: 24k/5k pairs, 3 epochs, batch 64 (about 1,100 steps; with batch 256 and 2 epochs the ~190 steps left
-the tasks at ~50 % accuracy), the same SGD without the learning-rate decay (the official milestones count
-iterations and would decay it 64-fold within the short run); ``quick`` takes seconds.
+**Model selection** (:mod:`molearn.compare._select`): with a validation split, each run's reported metrics
+are the test metrics at the epoch of its lowest validation Δm% (STL runs: the best validation value of their
+own task); the report also gives Δm% at the last epoch. Without one, the last epoch.
 
-A run whose loss becomes non-finite stops (the Trainer names the step and objective); the report lists
-it as failed, its last good checkpoint stays in ``runs/<method>-seed<k>/``, and the other runs go on.
+**Cost**: time per step = the median over a run's steps (first step left out) of the Trainer's per-step
+wall-clock time; peak memory = ``torch.cuda.max_memory_allocated`` on CUDA, on CPU the worker's maximum
+resident set size at the end of training minus its resident size just before (the interpreter, torch and the
+data, identical for every method, are not counted). The report gives both as ratios to EW of the same seed.
+
+A failed run (non-finite loss, an exception) is listed in the report with its error and makes the exit status
+1; the other runs go on.
 """
 
 from __future__ import annotations
@@ -45,6 +41,7 @@ import json
 import math
 import multiprocessing as mp
 import os
+import pickle
 import shlex
 import sys
 import time
@@ -56,18 +53,43 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ._benchmark import (
+    Benchmark,
+    BenchmarkError,
+    DeviceLoader,
+    Schedule,
+    load_benchmark,
+    make_optimizer,
+    make_scheduler,
+    split_parameters,
+    to_device,
+)
+from ._config import (
+    CONFIG_KEYS,
+    ConfigError,
+    apply_changes,
+    check_device,
+    check_methods,
+    check_seeds,
+    load_config,
+    positive_int,
+    positive_number,
+    schedule_from,
+)
+from ._select import BEST_VAL, LAST, EpochScores, safe_delta_m, select_epoch, select_single_task_epoch
+
 __all__ = [
+    "DEFAULT_BENCHMARK",
     "DEFAULT_METHODS",
-    "METHOD_KWARGS",
-    "SCHEDULES",
     "CompareConfig",
+    "CompareResult",
     "RunSpec",
-    "Schedule",
     "add_arguments",
-    "load_config",
+    "check_benchmark",
+    "compare",
+    "resolve_config",
     "run",
     "run_cli",
     "run_one",
@@ -75,53 +97,26 @@ __all__ = [
 
 #: the default comparison: representative loss-weighting, Gramian and stochastic methods
 DEFAULT_METHODS = ("ew", "mgda", "pcgrad", "cagrad", "nashmtl", "famo", "moco", "modo")
-DEFAULT_SEEDS = (0, 1, 2)
-DEFAULT_DATASET = "multi_fashion"
-MODEL_NAME = "MultiLeNet"
-TASKS = ("left", "right")
-STL_FORMAT = 1
-
-#: per-method hyper-parameters of this benchmark (from the papers' / official codes' multi-task settings);
-#: a config file's ``methods`` mapping overrides them
-METHOD_KWARGS: dict[str, dict[str, Any]] = {
-    "cagrad": {"c": 0.4},  # Nash-MTL / FAMO / FairGrad supervised setting
-    "sdmgrad": {"lamda": 0.5},  # SDMGrad consistency experiment (algorithms.md §8)
-}
-
-
-@dataclass(frozen=True)
-class Schedule:
-    """A training schedule: data size, epochs, optimiser (SGD) and a MultiStepLR stepped per iteration."""
-
-    n_train: int | None  # None: all pairs (120k)
-    n_test: int | None  # None: all pairs (20k)
-    epochs: int
-    batch_size: int = 256
-    lr: float = 1e-2
-    momentum: float = 0.9
-    milestones: tuple[int, ...] = (15, 30, 45, 60, 75, 90)
-    gamma: float = 0.5
-    eval_batch: int = 1000
-
-
-SCHEDULES: dict[str, Schedule] = {
-    "full": Schedule(n_train=None, n_test=None, epochs=100),
-    # no decay: the protocol's per-iteration milestones would all pass within the first 90 steps
-    "default": Schedule(n_train=24_000, n_test=5_000, epochs=3, batch_size=64, milestones=()),
-    "quick": Schedule(n_train=96, n_test=64, epochs=1, batch_size=32, eval_batch=64),
-}
+DEFAULT_SEEDS = 3  # seeds 0, 1, 2
+DEFAULT_BENCHMARK = "multi_fashion"
+STL_FORMAT = 2
+PROG = "molearn compare"
 
 
 @dataclass
 class CompareConfig:
-    """What to compare: methods (name -> constructor kwargs), seeds, dataset, schedule."""
+    """What to compare: a benchmark, methods (name -> constructor kwargs), seeds, a schedule, a device.
 
+    ``benchmark_ref`` is how worker processes find the benchmark again (a built-in name or
+    ``module:object``); ``None`` sends the object itself (it must then be picklable)."""
+
+    benchmark: Benchmark
     methods: dict[str, dict[str, Any]]
     seeds: list[int]
-    dataset: str = DEFAULT_DATASET
+    schedule: Schedule
     schedule_name: str = "default"
-    schedule: Schedule = field(default_factory=lambda: SCHEDULES["default"])
     device: str = "cpu"
+    benchmark_ref: str | None = None
 
 
 @dataclass(frozen=True)
@@ -132,187 +127,250 @@ class RunSpec:
     method: str
     kwargs: dict[str, Any]
     seed: int
-    dataset: str
+    benchmark: Any  # a reference string or a Benchmark
     schedule: Schedule
     device: str
     log_dir: str | None
     measure_memory: bool
     resume: bool = False
     threads: int = 1
-    data_key: str = ""
+    task: int | None = None  # single-task run of this task
 
 
 # ------------------------------------------------------------------------------------------------ config
-_CONFIG_KEYS = ("methods", "seeds", "dataset", "schedule", "device")
-
-
-def _method_names() -> list[str]:
-    from ..methods import registry
-
-    return sorted(registry())
-
-
-def _check_method(name: str) -> str:
-    key = name.lower().replace("-", "").replace("_", "")
-    names = _method_names()
-    norm = {n.replace("_", ""): n for n in names}
-    if key not in norm:
-        raise ValueError(f"unknown method {name!r}; valid names: {', '.join(names)}")
-    return norm[key]
-
-
-def _check_dataset(name: str) -> str:
-    from ..datasets import MULTI_DATASETS
-
-    if name not in MULTI_DATASETS:
-        raise ValueError(f"unknown dataset {name!r}; valid names: {', '.join(sorted(MULTI_DATASETS))}")
-    return name
-
-
-def _parse_methods(value: Any, where: str) -> dict[str, dict[str, Any]]:
-    if isinstance(value, str):
-        value = [v.strip() for v in value.split(",") if v.strip()]
-    out: dict[str, dict[str, Any]] = {}
-    if isinstance(value, Mapping):
-        items = list(value.items())
-    elif isinstance(value, Sequence):
-        items = []
-        for v in value:
-            if isinstance(v, Mapping) and len(v) == 1:
-                items.append(next(iter(v.items())))
-            elif isinstance(v, str):
-                items.append((v, None))
-            else:
-                raise ValueError(f"{where}: a method is a name or {{name: {{kwargs}}}}, got {v!r}")
-    else:
-        raise ValueError(f"{where}: methods must be a list or a mapping, got {type(value).__name__}")
-    for name, kwargs in items:
-        if kwargs is not None and not isinstance(kwargs, Mapping):
-            raise ValueError(f"{where}: the arguments of method {name!r} must be a mapping, got {kwargs!r}")
-        key = _check_method(str(name))
-        out[key] = {**METHOD_KWARGS.get(key, {}), **dict(kwargs or {})}
-    if not out:
-        raise ValueError(f"{where}: no methods given")
-    return out
-
-
-def _parse_seeds(value: Any, where: str) -> list[int]:
-    if isinstance(value, str):
-        value = [v.strip() for v in value.split(",") if v.strip()]
-    if isinstance(value, int):
-        value = [value]
-    try:
-        seeds = [int(v) for v in value]
-    except (TypeError, ValueError):
-        raise ValueError(f"{where}: seeds must be integers, got {value!r}") from None
-    if not seeds or len(set(seeds)) != len(seeds):
-        raise ValueError(f"{where}: seeds must be a non-empty list of distinct integers, got {seeds}")
-    return seeds
-
-
-def _parse_schedule(value: Any, where: str) -> tuple[str, Schedule]:
-    if isinstance(value, str):
-        if value not in SCHEDULES:
-            raise ValueError(f"{where}: unknown schedule {value!r}; valid names: {', '.join(SCHEDULES)}")
-        return value, SCHEDULES[value]
-    if not isinstance(value, Mapping):
-        raise ValueError(f"{where}: schedule must be a name or a mapping, got {value!r}")
-    fields = {f.name for f in dataclasses.fields(Schedule)}
-    base_name = str(value.get("base", "default"))
-    if base_name not in SCHEDULES:
-        raise ValueError(f"{where}: unknown schedule base {base_name!r}; valid names: {', '.join(SCHEDULES)}")
-    changes = {}
-    for key, v in value.items():
-        if key == "base":
-            continue
-        if key not in fields:
-            raise ValueError(
-                f"{where}: unknown key 'schedule.{key}'; valid keys: base, {', '.join(sorted(fields))}"
-            )
-        changes[key] = tuple(int(m) for m in v) if key == "milestones" else v
-    return f"{base_name} (modified)", dataclasses.replace(SCHEDULES[base_name], **changes)
-
-
-def load_config(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Read a JSON or YAML config (keys: ``methods``, ``seeds``, ``dataset``, ``schedule``, ``device``);
-    an unknown key is an error naming it. YAML needs PyYAML (imported only for ``.yaml``/``.yml``)."""
-    p = Path(path)
-    text = p.read_text()
-    if p.suffix.lower() in (".yaml", ".yml"):
-        try:
-            import yaml
-        except ImportError as err:
-            raise ImportError(
-                f"reading the YAML config {p} needs PyYAML: pip install pyyaml (or write the config as JSON)"
-            ) from err
-        data = yaml.safe_load(text)
-    else:
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{p}: not valid JSON ({err}); YAML configs must end in .yaml or .yml") from err
-    if data is None:
-        data = {}
-    if not isinstance(data, Mapping):
-        raise ValueError(f"{p}: a config is a mapping of keys {', '.join(_CONFIG_KEYS)}")
-    for key in data:
-        if key not in _CONFIG_KEYS:
-            raise ValueError(f"{p}: unknown config key {key!r}; valid keys: {', '.join(_CONFIG_KEYS)}")
-    return dict(data)
-
-
-def resolve_config(args: argparse.Namespace) -> CompareConfig:
-    """Flags over config file over built-in defaults (``--full`` / ``--quick`` pick the schedule)."""
+def resolve_config(args: argparse.Namespace) -> tuple[CompareConfig, dict[str, Any]]:
+    """Options over config file over the benchmark's defaults; returns the config and the run options
+    (``jobs``, ``threads``, ``out``). Raises :class:`ConfigError` / ``BenchmarkError`` (one line each)."""
     data = load_config(args.config) if getattr(args, "config", None) else {}
-    where = f"config {args.config}" if data else "arguments"
-    methods = _parse_methods(
-        args.methods if args.methods is not None else data.get("methods", DEFAULT_METHODS),
-        "--methods" if args.methods is not None else where,
-    )
+    where = f"{args.config}" if data else "arguments"
+
+    def pick(flag: str, key: str, default: Any) -> tuple[Any, str]:
+        value = getattr(args, flag, None)
+        if value is not None:
+            return value, f"--{flag.replace('_', '-')}"
+        if key in data:
+            return data[key], f"{where}: {key}"
+        return default, key
+
+    ref, _ = pick("benchmark", "benchmark", DEFAULT_BENCHMARK)
+    try:
+        bm = load_benchmark(ref)
+    except BenchmarkError as err:
+        raise ConfigError(str(err)) from None
+    ref_str = ref if isinstance(ref, str) else None
+    methods_value, src = pick("methods", "methods", list(bm.methods or DEFAULT_METHODS))
+    methods = check_methods(methods_value, bm.method_kwargs, src)
     if "ew" not in methods:  # EW is always run: the cost reference
         methods = {"ew": {}, **methods}
-    seeds = _parse_seeds(
-        args.seeds if args.seeds is not None else data.get("seeds", DEFAULT_SEEDS),
-        "--seeds" if args.seeds is not None else where,
-    )
-    dataset = _check_dataset(
-        args.dataset if args.dataset is not None else data.get("dataset", DEFAULT_DATASET)
-    )
-    if args.full and args.quick:
-        raise ValueError("--full and --quick exclude each other")
-    if args.full:
-        sched_name, sched = "full", SCHEDULES["full"]
-    elif args.quick:
-        sched_name, sched = "quick", SCHEDULES["quick"]
+    seeds_value, src = pick("seeds", "seeds", DEFAULT_SEEDS)
+    seeds = check_seeds(seeds_value, src)
+
+    named = [n for n in ("full", "quick") if getattr(args, n, False)]
+    if getattr(args, "schedule", None) is not None:
+        named.append(args.schedule)
+    if len(named) > 1:
+        raise ConfigError(
+            f"choose one schedule: --full, --quick and --schedule exclude each other (got {named})"
+        )
+    if named:
+        sched_name, sched = schedule_from(named[0], bm, "--full" if named[0] == "full" else "--schedule")
     else:
-        sched_name, sched = _parse_schedule(data.get("schedule", "default"), where)
-    if args.epochs is not None:
-        sched = dataclasses.replace(sched, epochs=int(args.epochs))
-        sched_name += f", {args.epochs} epochs"
-    device = args.device if args.device is not None else str(data.get("device", "auto"))
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    return CompareConfig(methods, seeds, dataset, sched_name, sched, device)
+        sched_name, sched = schedule_from(data.get("schedule", "default"), bm, f"{where}: schedule")
+    changes: dict[str, Any] = {}
+    if getattr(args, "epochs", None) is not None:
+        changes["epochs"] = positive_int(args.epochs, "--epochs")
+    if getattr(args, "batch_size", None) is not None:
+        changes["batch_size"] = positive_int(args.batch_size, "--batch-size")
+    if getattr(args, "lr", None) is not None:
+        changes["lr"] = positive_number(args.lr, "--lr")
+    if changes:
+        sched = apply_changes(sched, changes, "options")
+        sched_name += ", " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in changes.items())
+    device_value, src = pick("device", "device", "auto")
+    device = check_device(device_value, src)
+    jobs_value, src = pick("jobs", "jobs", 2)
+    if isinstance(jobs_value, str) and jobs_value.strip().isdigit():
+        jobs_value = int(jobs_value)
+    if isinstance(jobs_value, bool) or not isinstance(jobs_value, int) or jobs_value < 0:
+        raise ConfigError(f"{src} must be an integer >= 0 (0: runs in this process), got {jobs_value!r}")
+    threads_value, src = pick("threads", "threads", None)
+    threads = None if threads_value is None else positive_int(threads_value, src)
+    out_value, src = pick("out", "out", "out/compare")
+    if not isinstance(out_value, str) or not out_value:
+        raise ConfigError(f"{src} must be a folder name, got {out_value!r}")
+    if ref_str is None and jobs_value > 0:
+        try:
+            pickle.dumps(bm)
+        except Exception as err:
+            raise ConfigError(
+                f"benchmark {bm.name!r} cannot be sent to worker processes ({err}); define it at module "
+                "level "
+                "and pass 'package.module:object', or use jobs 0"
+            ) from None
+    cfg = CompareConfig(bm, methods, seeds, sched, sched_name, device, ref_str)
+    return cfg, {"jobs": jobs_value, "threads": threads, "out": out_value}
+
+
+# ------------------------------------------------------------------------------------------------ dry run
+def _losses_vector(losses: Any, k: int, where: str) -> Tensor:
+    if isinstance(losses, Tensor):
+        vec = losses.reshape(-1)
+    elif isinstance(losses, Sequence) and all(isinstance(v, Tensor) for v in losses):
+        vec = (
+            torch.stack([v.reshape(()) if v.numel() == 1 else v for v in losses])
+            if losses
+            else torch.zeros(0)
+        )
+    else:
+        raise BenchmarkError(
+            f"{where}: loss_fn must return a (K,) tensor or K scalar tensors, got {type(losses)}"
+        )
+    if vec.dim() != 1 or vec.shape[0] != k:
+        raise BenchmarkError(
+            f"{where}: loss_fn returned {tuple(vec.shape)} losses; the benchmark has {k} tasks"
+        )
+    return vec
+
+
+def _check_scores(values: Any, names: Sequence[str], where: str) -> dict[str, float]:
+    if not isinstance(values, Mapping):
+        raise BenchmarkError(f"{where}: the metrics must come as a mapping name -> value, got {type(values)}")
+    missing = [n for n in names if n not in values]
+    extra = [k for k in values if k not in names]
+    if missing or extra:
+        raise BenchmarkError(
+            f"{where}: the metrics computed are {sorted(values)}, the benchmark declares {list(names)} "
+            f"(missing {missing}, undeclared {extra})"
+        )
+    return {n: float(values[n]) for n in names}
+
+
+def _bytes(t: Tensor) -> bytes:
+    """The raw bytes of a tensor, without numpy."""
+    raw = t.detach().cpu().contiguous().reshape(-1).view(torch.uint8)
+    if raw.numel() == 0:
+        return b""
+    buf = bytearray(raw.numel())
+    torch.frombuffer(buf, dtype=torch.uint8).copy_(raw)
+    return bytes(buf)
+
+
+def _fingerprint_item(h: Any, item: Any) -> None:
+    if isinstance(item, Tensor):
+        h.update(f"{item.dtype}{tuple(item.shape)}".encode())
+        h.update(_bytes(item))
+    elif isinstance(item, (list, tuple)):
+        for x in item:
+            _fingerprint_item(h, x)
+    elif isinstance(item, Mapping):
+        for k in sorted(item, key=str):
+            h.update(str(k).encode())
+            _fingerprint_item(h, item[k])
+    else:
+        h.update(repr(item).encode()[:200])
+
+
+def data_fingerprint(datasets: Mapping[str, Any], samples: int = 64) -> str:
+    """A hash of each split's length and of up to ``samples`` evenly spaced items (a data set without
+    ``__getitem__``: its type and length only)."""
+    h = hashlib.sha256()
+    for split, ds in datasets.items():
+        h.update(split.encode())
+        if ds is None:
+            continue
+        try:
+            n = len(ds)
+        except TypeError:
+            n = -1
+        h.update(str(n).encode())
+        if n > 0 and hasattr(ds, "__getitem__"):
+            for i in sorted({round(j * (n - 1) / max(1, samples - 1)) for j in range(min(samples, n))}):
+                try:
+                    _fingerprint_item(h, ds[i])
+                except Exception:  # an unusual data set: its length must do
+                    break
+        else:
+            h.update(type(ds).__name__.encode())
+    return h.hexdigest()[:16]
+
+
+def check_benchmark(cfg: CompareConfig) -> dict[str, Any]:
+    """The dry run before any training: builds every split, the model and one batch of each, checks the
+    K losses and the declared metrics. Returns facts for the report and the cache key (split sizes, a
+    fingerprint of data and model). Raises :class:`BenchmarkError` naming the problem."""
+    bm, s = cfg.benchmark, cfg.schedule
+    where = f"benchmark {bm.name!r}"
+    device = torch.device(cfg.device)
+    splits: dict[str, Any] = {}
+    for split, size in (("train", s.train_size), ("val", s.eval_size), ("test", s.eval_size)):
+        try:
+            splits[split] = bm.dataset(split, size)
+        except BenchmarkError:
+            raise
+        except (FileNotFoundError, ValueError, ImportError, OSError) as err:
+            raise BenchmarkError(f"{where}: building the {split!r} data failed: {err}") from None
+    sizes = {}
+    for split, ds in splits.items():
+        if ds is None:
+            continue
+        try:
+            sizes[split] = len(ds)
+        except TypeError:
+            sizes[split] = -1
+        if sizes[split] == 0:
+            raise BenchmarkError(f"{where}: the {split!r} data are empty")
+    if s.scheduler == "plateau":
+        monitor = s.scheduler_kwargs.get("monitor", "val_loss")
+        if splits["val"] is None:
+            raise BenchmarkError(
+                f"{where}: the plateau LR scheduler monitors validation data; there is no 'val' split"
+            )
+        if monitor != "val_loss" and monitor not in [m.name for m in bm.metrics]:
+            raise BenchmarkError(f"{where}: plateau monitor {monitor!r} is neither 'val_loss' nor a metric")
+    torch.manual_seed(0)
+    model = bm.model()
+    if not isinstance(model, nn.Module):
+        raise BenchmarkError(f"{where}: model() returned a {type(model).__name__}, not a torch.nn.Module")
+    model = model.to(device)
+    shared, tasks = split_parameters(model, where)
+    loader = bm.make_loader(splits["train"], s.batch_size, True)
+    try:
+        if len(loader) == 0:  # type: ignore[arg-type]
+            raise BenchmarkError(f"{where}: the training loader yields no batches")
+    except TypeError:
+        raise BenchmarkError(f"{where}: the training loader must have a length (len(loader))") from None
+    batch = to_device(next(iter(loader)), device)
+    losses = _losses_vector(bm.loss_fn(model, batch), len(bm.tasks), f"{where}, loss_fn")
+    if not bool(torch.isfinite(losses).all()):
+        raise BenchmarkError(
+            f"{where}: loss_fn gives non-finite losses on the first batch: {losses.tolist()}"
+        )
+    if not losses.requires_grad:
+        raise BenchmarkError(f"{where}: the losses do not depend on the model's parameters (no gradient)")
+    model.eval()
+    with torch.no_grad():
+        meter = bm.new_meter()
+        eval_loader = bm.make_loader(splits["test"], s.eval_batch_size, False)
+        meter.update(model, to_device(next(iter(eval_loader)), device))
+        scores = _check_scores(meter.compute(), [m.name for m in bm.metrics], f"{where}, metrics")
+    model_key = hashlib.sha256(
+        repr([type(model).__name__, [(n, tuple(p.shape)) for n, p in model.named_parameters()]]).encode()
+    ).hexdigest()[:12]
+    return {
+        "sizes": sizes,
+        "has_val": splits["val"] is not None,
+        "fingerprint": data_fingerprint(splits) + "-" + model_key,
+        "model": type(model).__name__,
+        "shared": sum(p.numel() for p in shared),
+        "task_specific": None if tasks is None else sum(p.numel() for p in tasks),
+        "total": sum(p.numel() for p in model.parameters()),
+        "first_scores": scores,
+    }
 
 
 # ------------------------------------------------------------------------------------------------ one run
-def _losses(model: nn.Module, batch: Any) -> Tensor:
-    x, y = batch
-    device = next(model.parameters()).device
-    x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-    logits = model(x)
-    return torch.stack([F.cross_entropy(z, y[:, i]) for i, z in enumerate(logits)])
-
-
 #: test hook: a function (spec, losses) -> losses applied inside the loss (used to test failure handling)
 _LOSS_HOOK: Callable[[RunSpec, Tensor], Tensor] | None = None
-
-
-def _data(spec: RunSpec, split: str) -> Any:
-    from ..datasets import MultiDataset
-
-    n = spec.schedule.n_train if split == "train" else spec.schedule.n_test
-    return MultiDataset.load(spec.dataset, split, n=n)
 
 
 def _rss_now() -> float:
@@ -332,12 +390,30 @@ def _max_rss() -> float:
     return float(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * scale
 
 
+class _Monitored:
+    """ReduceLROnPlateau as the Trainer steps it (``step()`` with no argument): reads the monitored value
+    of the evaluation that just ran."""
+
+    def __init__(self, scheduler: Any, read: Callable[[], float]) -> None:
+        self.scheduler = scheduler
+        self.read = read
+
+    def step(self) -> None:
+        value = self.read()
+        if math.isfinite(value):
+            self.scheduler.step(value)
+
+    def state_dict(self) -> dict[str, Any]:
+        return dict(self.scheduler.state_dict())
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.scheduler.load_state_dict(state)
+
+
 def run_one(spec: RunSpec) -> dict[str, Any]:
-    """Train and evaluate one run; returns a plain dict (metrics, time per step, peak memory, weights,
-    steps, error). Never raises for a failing run: the error is recorded."""
+    """Train and evaluate one run; returns a plain dict (per-epoch validation and test metrics, median time
+    per step, peak memory, weights, steps, error). Never raises for a failing run: the error is recorded."""
     from ..methods import get
-    from ..metrics import ClassificationMeter
-    from ..models import MultiLeNet
     from ..train import Trainer
 
     if spec.threads > 0:
@@ -345,53 +421,86 @@ def run_one(spec: RunSpec) -> dict[str, Any]:
     out: dict[str, Any] = {
         "label": spec.label,
         "seed": spec.seed,
+        "task": spec.task,
         "error": "",
+        "traceback": "",
         "steps": 0,
-        "metrics": {f"acc_{t}": math.nan for t in TASKS},
+        "history": [],
         "time_per_step": math.nan,
         "peak_memory": math.nan,
         "weights": [],
     }
     try:
+        bm = load_benchmark(spec.benchmark)
+        s = spec.schedule
         device = torch.device(spec.device)
-        train, test = _data(spec, "train"), _data(spec, "test")
-        x_test, y_test = test.tensors()
+        names = [m.name for m in bm.metrics]
+        train = bm.dataset("train", s.train_size)
+        evals = {sp: bm.dataset(sp, s.eval_size) for sp in ("val", "test")}
+        evals = {sp: ds for sp, ds in evals.items() if ds is not None}
         torch.manual_seed(spec.seed)
-        model = MultiLeNet(tasks=len(TASKS), size=int(train.images.shape[-1])).to(device)
-        sched = spec.schedule
-        optimizer = torch.optim.SGD(model.parameters(), lr=sched.lr, momentum=sched.momentum)
-        scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, list(sched.milestones), sched.gamma)
-        loader = torch.utils.data.DataLoader(train, batch_size=sched.batch_size, shuffle=True)
+        model = bm.model().to(device)
+        shared, task_params = split_parameters(model, f"benchmark {bm.name!r}")
+        optimizer = make_optimizer(s, model.parameters())
+        loader = DeviceLoader(bm.make_loader(train, s.batch_size, True), device)
+        method = get(spec.method, **spec.kwargs)
+        per_step = max(1, method.needs.batches)
+        latest: dict[str, float] = {}
+        monitor = str(s.scheduler_kwargs.get("monitor", "val_loss")) if s.scheduler == "plateau" else None
+        mode = (
+            "max" if monitor not in (None, "val_loss") and bm.metric(str(monitor)).higher_is_better else "min"
+        )
+        scheduler = make_scheduler(s, optimizer, math.ceil(len(loader) / per_step), mode=mode)
+        if monitor is not None:
+            key = "val_loss" if monitor == "val_loss" else f"val:{monitor}"
+            scheduler = _Monitored(scheduler, lambda: latest.get(key, math.nan))
+        eval_loaders = {
+            sp: DeviceLoader(bm.make_loader(ds, s.eval_batch_size, False), device) for sp, ds in evals.items()
+        }
+        k = len(bm.tasks)
 
         def loss_fn(m: nn.Module, batch: Any) -> Tensor:
-            losses = _losses(m, batch)
+            losses = _losses_vector(bm.loss_fn(m, batch), k, f"benchmark {bm.name!r}, loss_fn")
             return _LOSS_HOOK(spec, losses) if _LOSS_HOOK is not None else losses
 
         def eval_fn(m: nn.Module) -> dict[str, float]:
-            meter = ClassificationMeter(list(TASKS))
-            for i in range(0, x_test.shape[0], sched.eval_batch):
-                xb = x_test[i : i + sched.eval_batch].to(device)
-                meter.update(m(xb), y_test[i : i + sched.eval_batch].to(device))
-            return {f"test_{k}": v for k, v in meter.compute().items()}
+            result: dict[str, float] = {}
+            for sp, ld in eval_loaders.items():
+                meter = bm.new_meter()
+                loss_sum, batches = 0.0, 0
+                for batch in ld:
+                    meter.update(m, batch)
+                    if sp == "val" and monitor == "val_loss":
+                        loss_sum += float(_losses_vector(bm.loss_fn(m, batch), k, "loss_fn").mean())
+                        batches += 1
+                scores = _check_scores(meter.compute(), names, f"benchmark {bm.name!r}, {sp} metrics")
+                result.update({f"{sp}:{n}": v for n, v in scores.items()})
+                if batches:
+                    result["val_loss"] = loss_sum / batches
+            latest.clear()
+            latest.update(result)
+            return result
 
         trainer = Trainer(
             model,
             loss_fn,
-            get(spec.method, **spec.kwargs),
+            method,
             optimizer,
+            shared=shared,
+            tasks=task_params,
             scheduler=scheduler,
-            scheduler_step="step",
+            scheduler_step=s.scheduler_step,  # type: ignore[arg-type]
             log_dir=spec.log_dir,
             seed=spec.seed,
             progress=False,
-            objective_names=list(TASKS),
+            objective_names=list(bm.tasks),
         )
         if device.type == "cuda":
             torch.cuda.synchronize(device)
             torch.cuda.reset_peak_memory_stats(device)
         rss0 = _rss_now()
         try:
-            history = trainer.fit(loader, epochs=sched.epochs, eval_fn=eval_fn, resume=spec.resume)
+            history = trainer.fit(loader, epochs=s.epochs, eval_fn=eval_fn, resume=spec.resume)
         finally:
             out["steps"] = trainer.global_step
             if device.type == "cuda":
@@ -399,24 +508,40 @@ def run_one(spec: RunSpec) -> dict[str, Any]:
             elif spec.measure_memory:
                 out["peak_memory"] = max(0.0, _max_rss() - rss0)
             if spec.log_dir is not None:
-                out["time_per_step"], out["weights"] = _read_steps(Path(spec.log_dir) / "steps.csv")
-        last = history[-1]
-        out["metrics"] = {f"acc_{t}": float(last[f"test_acc_{t}"]) for t in TASKS}
+                out["time_per_step"], out["weights"] = _read_steps(Path(spec.log_dir) / "steps.csv", bm.tasks)
+            out["history"] = [_epoch_scores(rec).to_json() for rec in trainer.history]
+        out["history"] = [_epoch_scores(rec).to_json() for rec in history]
     except Exception as err:  # a failing run is reported, the others go on
         out["error"] = f"{type(err).__name__}: {err}"
         out["traceback"] = traceback.format_exc()
     return out
 
 
-def _read_steps(path: Path, points: int = 100) -> tuple[float, list[tuple[int, list[float]]]]:
-    """Mean step time (first step left out as warm-up) and up to ``points`` logged weight vectors."""
+def _epoch_scores(record: Mapping[str, Any]) -> EpochScores:
+    test = {k[5:]: float(v) for k, v in record.items() if k.startswith("test:")}
+    val = {k[4:]: float(v) for k, v in record.items() if k.startswith("val:")}
+    return EpochScores(int(record["epoch"]), test, val)
+
+
+def _median(values: Sequence[float]) -> float:
+    vals = sorted(v for v in values if math.isfinite(v))
+    if not vals:
+        return math.nan
+    mid = len(vals) // 2
+    return vals[mid] if len(vals) % 2 else (vals[mid - 1] + vals[mid]) / 2
+
+
+def _read_steps(
+    path: Path, tasks: Sequence[str], points: int = 100
+) -> tuple[float, list[tuple[int, list[float]]]]:
+    """Median step time (first step left out as warm-up) and up to ``points`` logged weight vectors."""
     if not path.exists():
         return math.nan, []
     with path.open(newline="") as fh:
         rows = list(csv.DictReader(fh))
     times = [float(r["time"]) for r in rows]
-    tps = sum(times[1:]) / (len(times) - 1) if len(times) > 1 else (times[0] if times else math.nan)
-    wcols = [f"weight_{t}" for t in TASKS]
+    tps = _median(times[1:]) if len(times) > 1 else (times[0] if times else math.nan)
+    wcols = [f"weight_{t}" for t in tasks]
     every = max(1, math.ceil(len(rows) / points))
     weights = []
     for i, r in enumerate(rows):
@@ -426,19 +551,20 @@ def _read_steps(path: Path, points: int = 100) -> tuple[float, list[tuple[int, l
 
 
 # ------------------------------------------------------------------------------------------------ STL cache
-def _stl_key(cfg: CompareConfig, data_key: str, seed: int, task: int) -> str:
+def _stl_key(cfg: CompareConfig, fingerprint: str, seed: int, task: int) -> str:
     blob = json.dumps(
         {
             "format": STL_FORMAT,
-            "dataset": cfg.dataset,
-            "data": data_key,
+            "benchmark": cfg.benchmark.name,
+            "version": cfg.benchmark.version,
+            "data": fingerprint,
             "seed": seed,
-            "task": TASKS[task],
-            "model": MODEL_NAME,
+            "task": cfg.benchmark.tasks[task],
             "device": torch.device(cfg.device).type,
             "schedule": dataclasses.asdict(cfg.schedule),
         },
         sort_keys=True,
+        default=str,
     )
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
@@ -449,63 +575,71 @@ def stl_cache_dir() -> Path:
     return cache_dir() / "compare-stl"
 
 
-def _bytes(t: Tensor) -> bytes:
-    """The raw bytes of a tensor, without numpy."""
-    raw = t.detach().cpu().contiguous().reshape(-1).view(torch.uint8)
-    if raw.numel() == 0:
-        return b""
-    buf = bytearray(raw.numel())
-    torch.frombuffer(buf, dtype=torch.uint8).copy_(raw)
-    return bytes(buf)
-
-
-def _data_fingerprint(cfg: CompareConfig) -> str:
-    """A hash of the exact train/test tensors the runs see (builds and caches them once, here)."""
-    from ..datasets import load_multi
-
-    h = hashlib.sha256()
-    for split, n in (("train", cfg.schedule.n_train), ("test", cfg.schedule.n_test)):
-        x, y = load_multi(cfg.dataset, split, n=n)
-        h.update(str((split, tuple(x.shape))).encode())
-        h.update(_bytes(x))
-        h.update(_bytes(y))
-    return h.hexdigest()[:16]
-
-
 # ------------------------------------------------------------------------------------------------ driver
 @dataclass
 class CompareResult:
+    """What :func:`run` returns: the records and the single-task baselines they were scored against."""
+
     records: list[Any]  # RunRecord
-    stl: dict[str, list[float]]  # metric -> per-seed STL values
-    stl_cached: int  # STL runs taken from the cache
+    baselines: dict[str, float]  # test, at the selected epoch (what Δm uses)
+    baselines_last: dict[str, float]  # test, last epoch
+    stl: dict[str, list[float]]  # metric -> per-seed STL test values at the selected epoch
+    stl_cached: int
     seconds: float
+    info: dict[str, Any] = field(default_factory=dict)
+    selection: str = LAST
+    given_baselines: bool = False
+    report: Path | None = None
+
+    @property
+    def failed(self) -> list[Any]:
+        """The records of runs that stopped with an error."""
+        return [r for r in self.records if r.error]
+
+
+def progress_bar(total: int, desc: str) -> Any:
+    """A tqdm bar on stderr (silent when stderr is not a terminal)."""
+    from .._progress import progress_bar as bar
+
+    return bar(total, desc, unit="run")
 
 
 def _execute(
-    specs: list[RunSpec], jobs: int, log: Callable[[str], None]
+    specs: list[RunSpec], jobs: int, log: Callable[[str], None], progress: bool
 ) -> dict[tuple[str, int], dict[str, Any]]:
     results: dict[tuple[str, int], dict[str, Any]] = {}
+    bar = progress_bar(len(specs), "compare") if progress and specs else None
 
     def done(r: dict[str, Any]) -> None:
         results[(r["label"], r["seed"])] = r
-        status = (
-            f"FAILED ({r['error']})"
-            if r["error"]
-            else " ".join(f"{k}={v:.4f}" for k, v in r["metrics"].items())
-        )
-        log(f"[{len(results)}/{len(specs)}] {r['label']} seed {r['seed']}: {status}")
+        if r["error"]:
+            status = f"FAILED ({r['error']})"
+        else:
+            last = r["history"][-1]["test"] if r["history"] else {}
+            status = " ".join(f"{k}={v:.4f}" for k, v in list(last.items())[:4])
+        line = f"[{len(results)}/{len(specs)}] {r['label']} seed {r['seed']}: {status}"
+        if bar is not None:
+            with bar.external_write_mode():
+                log(line)
+            bar.update(1)
+        else:
+            log(line)
 
-    if jobs <= 0:
-        for spec in specs:
-            done(run_one(spec))
-        return results
-    ctx = mp.get_context("spawn")
-    with ProcessPoolExecutor(
-        max_workers=min(jobs, len(specs)), mp_context=ctx, max_tasks_per_child=1
-    ) as pool:
-        pending: list[Future[dict[str, Any]]] = [pool.submit(run_one, s) for s in specs]
-        for fut in as_completed(pending):
-            done(fut.result())
+    try:
+        if jobs <= 0:
+            for spec in specs:
+                done(run_one(spec))
+            return results
+        ctx = mp.get_context("spawn")
+        with ProcessPoolExecutor(
+            max_workers=min(jobs, len(specs)), mp_context=ctx, max_tasks_per_child=1
+        ) as pool:
+            pending: list[Future[dict[str, Any]]] = [pool.submit(run_one, s) for s in specs]
+            for fut in as_completed(pending):
+                done(fut.result())
+    finally:
+        if bar is not None:
+            bar.close()
     return results
 
 
@@ -514,11 +648,19 @@ def _cost_weight(method: str) -> float:
     from ..methods import get
 
     try:
-        m = get(method)
+        needs = get(method).needs
     except Exception:
         return 1.0
-    needs = m.needs
-    return 1.0 if not (needs.gramian or needs.jacobian) else 1.6
+    return 1.6 if (needs.gramian or needs.jacobian) else 1.0  # per epoch: multi-batch steps are fewer
+
+
+def _history(r: Mapping[str, Any]) -> list[EpochScores]:
+    return [EpochScores.from_json(h) for h in r.get("history") or []]
+
+
+def _mean(values: Sequence[float]) -> float:
+    vals = [v for v in values if math.isfinite(v)]
+    return sum(vals) / len(vals) if vals else math.nan
 
 
 def run(
@@ -529,149 +671,196 @@ def run(
     threads: int | None = None,
     resume: bool = False,
     log: Callable[[str], None] = print,
+    progress: bool = False,
+    info: dict[str, Any] | None = None,
 ) -> CompareResult:
-    """Run the STL baselines (cached) and every (method, seed), compute Δm; returns the records."""
+    """Check the benchmark (dry run), run the STL baselines (cached) and every (method, seed), select each
+    run's epoch and compute Δm; returns the records (nothing written but the runs' logs under ``out``)."""
     from ..methods import get
-    from ..metrics import delta_m
     from ._report import RunRecord
 
     t0 = time.perf_counter()
+    bm = cfg.benchmark
+    info = check_benchmark(cfg) if info is None else info
     out_dir = Path(out)
     if threads is None:
         threads = max(1, (os.cpu_count() or 1) // max(1, jobs)) if cfg.device == "cpu" else 0
-    data_key = _data_fingerprint(cfg)  # also builds the dataset cache before the workers start
     measure = jobs > 0 or cfg.device != "cpu"
+    ref = cfg.benchmark_ref if cfg.benchmark_ref is not None else bm
     labels = {m: type(get(m, **kw)).__name__ for m, kw in cfg.methods.items()}
+    names = [m.name for m in bm.metrics]
+    hib = {m.name: m.higher_is_better for m in bm.metrics}
+    weights = {m.name: float(m.weight) for m in bm.metrics}
+
+    def spec(
+        label: str, method: str, kwargs: dict[str, Any], seed: int, folder: str, task: int | None
+    ) -> RunSpec:
+        log_dir = str(out_dir / "runs" / folder)
+        return RunSpec(label, method, kwargs, seed, ref, cfg.schedule, cfg.device, log_dir, measure, resume,
+                       threads, task)  # fmt: skip
+
     specs: list[RunSpec] = []
     stl_cached: dict[tuple[int, int], dict[str, Any]] = {}
     cache = stl_cache_dir()
-    for seed in cfg.seeds:
-        for k, task in enumerate(TASKS):
-            path = cache / f"{_stl_key(cfg, data_key, seed, k)}.json"
-            if path.is_file():
-                try:
-                    stl_cached[(seed, k)] = json.loads(path.read_text())
-                    continue
-                except (OSError, ValueError):
-                    pass
-            onehot = [1.0 if i == k else 0.0 for i in range(len(TASKS))]
-            specs.append(
-                RunSpec(
-                    f"STL-{task}",
-                    "fixed",
-                    {"weights": onehot},
-                    seed,
-                    cfg.dataset,
-                    cfg.schedule,
-                    cfg.device,
-                    str(out_dir / "runs" / f"stl-{task}-seed{seed}"),
-                    measure,
-                    resume,
-                    threads,
-                    data_key,
+    if bm.baselines is None:
+        for seed in cfg.seeds:
+            for k, task in enumerate(bm.tasks):
+                path = cache / f"{_stl_key(cfg, info['fingerprint'], seed, k)}.json"
+                if path.is_file():
+                    try:
+                        stl_cached[(seed, k)] = json.loads(path.read_text())
+                        continue
+                    except (OSError, ValueError):
+                        pass
+                onehot = [1.0 if i == k else 0.0 for i in range(len(bm.tasks))]
+                specs.append(
+                    spec(f"STL-{task}", "fixed", {"weights": onehot}, seed, f"stl-{k}-seed{seed}", k)
                 )
-            )
     for m, kw in cfg.methods.items():
         for seed in cfg.seeds:
-            specs.append(
-                RunSpec(
-                    labels[m],
-                    m,
-                    kw,
-                    seed,
-                    cfg.dataset,
-                    cfg.schedule,
-                    cfg.device,
-                    str(out_dir / "runs" / f"{m}-seed{seed}"),
-                    measure,
-                    resume,
-                    threads,
-                    data_key,
-                )
-            )
+            specs.append(spec(labels[m], m, kw, seed, f"{m}-seed{seed}", None))
     specs.sort(key=lambda s: -_cost_weight(s.method))  # longest first keeps the workers busy to the end
     log(
-        f"compare: {len(cfg.methods)} methods × {len(cfg.seeds)} seeds on {cfg.dataset} "
+        f"compare: {len(cfg.methods)} methods × {len(cfg.seeds)} seeds on {bm.name} "
         f"({cfg.schedule_name} schedule), {len(stl_cached)} STL runs cached, {len(specs)} runs to do"
     )
-    results = _execute(specs, jobs, log)
+    results = _execute(specs, jobs, log, progress)
 
-    # STL baselines: fresh ones go to the cache (only finished runs)
-    stl: dict[str, list[float]] = {f"acc_{t}": [] for t in TASKS}
-    for seed in cfg.seeds:
-        for k, task in enumerate(TASKS):
-            r = stl_cached.get((seed, k)) or results.get((f"STL-{task}", seed))
-            if r is None:
-                continue
-            if (seed, k) not in stl_cached and not r["error"]:
-                cache.mkdir(parents=True, exist_ok=True)
-                path = cache / f"{_stl_key(cfg, data_key, seed, k)}.json"
-                tmp = path.with_name(path.name + f".{os.getpid()}.part")
-                tmp.write_text(
-                    json.dumps({k2: r[k2] for k2 in ("label", "seed", "metrics", "steps", "error")})
-                )
-                os.replace(tmp, path)
-            value = float(r["metrics"][f"acc_{task}"])
-            if r["error"] or not math.isfinite(value):
-                log(f"warning: STL-{task} seed {seed} failed: {r['error']}")
-                continue
-            stl[f"acc_{task}"].append(value)
-    baselines = {name: (sum(v) / len(v) if v else math.nan) for name, v in stl.items()}
+    # ---- single-task baselines, each STL run at its own selected epoch
+    given = bm.baselines is not None
+    if given:
+        base_val = base_test = base_last = {k: float(v) for k, v in bm.baselines.items()}  # type: ignore[union-attr]
+        stl: dict[str, list[float]] = {}
+    else:
+        per_val: dict[str, list[float]] = {n: [] for n in names}
+        per_test: dict[str, list[float]] = {n: [] for n in names}
+        per_last: dict[str, list[float]] = {n: [] for n in names}
+        for seed in cfg.seeds:
+            for k, task in enumerate(bm.tasks):
+                r = stl_cached.get((seed, k)) or results.get((f"STL-{task}", seed))
+                if r is None:
+                    continue
+                if (seed, k) not in stl_cached and not r["error"] and r["history"]:
+                    cache.mkdir(parents=True, exist_ok=True)
+                    path = cache / f"{_stl_key(cfg, info['fingerprint'], seed, k)}.json"
+                    tmp = path.with_name(path.name + f".{os.getpid()}.part")
+                    keep = ("label", "seed", "task", "history", "steps", "error")
+                    tmp.write_text(json.dumps({k2: r[k2] for k2 in keep}))
+                    os.replace(tmp, path)
+                hist = _history(r)
+                if r["error"] or not hist:
+                    log(f"warning: STL-{task} seed {seed} failed: {r['error']}")
+                    continue
+                own = [m.name for m in bm.metrics if m.task == task]
+                idx, _ = select_single_task_epoch(hist, own, hib, weights)
+                for n in own:
+                    per_val[n].append(hist[idx].val.get(n, math.nan))
+                    per_test[n].append(hist[idx].test.get(n, math.nan))
+                    per_last[n].append(hist[-1].test.get(n, math.nan))
+        base_val = {n: _mean(v) for n, v in per_val.items()}
+        base_test = {n: _mean(v) for n, v in per_test.items()}
+        base_last = {n: _mean(v) for n, v in per_last.items()}
+        stl = {n: [v for v in per_test[n] if math.isfinite(v)] for n in names}
 
     records = []
+    selection = LAST
     for m in cfg.methods:
         for seed in cfg.seeds:
             r = results[(labels[m], seed)]
-            dm = math.nan
-            if not r["error"] and all(math.isfinite(b) and b > 0 for b in baselines.values()):
-                try:
-                    dm = delta_m(r["metrics"], baselines, higher_is_better=True)
-                except ValueError:
-                    dm = math.nan
+            hist = _history(r)
+            metrics = {n: math.nan for n in names}
+            last_metrics = dict(metrics)
+            dm = last_dm = math.nan
+            epoch = 0
+            if hist:
+                idx, how = select_epoch(hist, base_val if info.get("has_val") else None, hib, weights)
+                selection = BEST_VAL if how == BEST_VAL else selection
+                epoch = hist[idx].epoch
+                metrics = {n: hist[idx].test.get(n, math.nan) for n in names}
+                last_metrics = {n: hist[-1].test.get(n, math.nan) for n in names}
+                if not r["error"]:
+                    dm = safe_delta_m(metrics, base_test, hib, weights)
+                    last_dm = safe_delta_m(last_metrics, base_last, hib, weights)
             records.append(
                 RunRecord(
                     method=labels[m],
                     seed=seed,
-                    metrics=dict(r["metrics"]),
+                    metrics=metrics,
                     delta_m=dm,
                     time_per_step=r["time_per_step"],
                     peak_memory=r["peak_memory"],
                     weights=[(int(s), list(w)) for s, w in r["weights"]],
                     steps=r["steps"],
                     error=r["error"],
+                    epoch=epoch,
+                    epochs=len(hist),
+                    last_metrics=last_metrics,
+                    last_delta_m=last_dm,
                 )
             )
-    return CompareResult(records, stl, len(stl_cached), time.perf_counter() - t0)
+    return CompareResult(
+        records=records,
+        baselines=base_test,
+        baselines_last=base_last,
+        stl=stl,
+        stl_cached=len(stl_cached),
+        seconds=time.perf_counter() - t0,
+        info=info,
+        selection=selection,
+        given_baselines=given,
+    )
 
 
 def _notes(cfg: CompareConfig, result: CompareResult, jobs: int) -> list[str]:
-    from ..datasets import DEFAULT_PAIRS
-
-    s = cfg.schedule
-    n_train = s.n_train if s.n_train is not None else DEFAULT_PAIRS["train"]
-    n_test = s.n_test if s.n_test is not None else DEFAULT_PAIRS["test"]
+    bm, s, info = cfg.benchmark, cfg.schedule, result.info
+    sizes = info.get("sizes", {})
+    split_txt = ", ".join(f"{n} {sizes[n]}" for n in ("train", "val", "test") if n in sizes)
     what = (
-        "the SDMGrad consistency protocol (full schedule)"
-        if cfg.schedule_name == "full"
-        else f"**short schedule** ({cfg.schedule_name}): not the published protocol; run with --full for it"
+        "the benchmark's published protocol"
+        if cfg.schedule_name.startswith("full")
+        else f"**{cfg.schedule_name} schedule**: not the published protocol"
+        + ("; run with --full for it" if "full" in bm.named_schedules() else "")
     )
-    lr_txt = (
-        f"MultiStepLR milestones {list(s.milestones)} γ {s.gamma} stepped per iteration"
-        if s.milestones
-        else "constant learning rate (the protocol's per-iteration milestones would all pass in 90 steps)"
+    params = f"{info.get('shared', '?')} shared" + (
+        f", {info['task_specific']} task-specific" if info.get("task_specific") is not None else ""
     )
-    stl_txt = ", ".join(
-        f"{k} {sum(v) / len(v):.4f} (n={len(v)})" if v else f"{k} n/a" for k, v in result.stl.items()
+    notes = []
+    if bm.description:
+        notes.append(bm.description)
+    notes.append(
+        f"Benchmark {bm.name}: examples {split_txt}; model {info.get('model', '?')} ({params} parameters); "
+        f"{s.describe()} — {what}. An epoch is one pass of batches: methods drawing several batches per step "
+        "(MoDo, SDMGrad: 3) do a third of the steps."
     )
-    return [
-        f"Data {cfg.dataset}: {n_train} training / {n_test} test pairs, 36×36; model {MODEL_NAME}; "
-        f"{s.epochs} epochs, batch {s.batch_size}, SGD lr {s.lr} momentum {s.momentum}, "
-        f"{lr_txt} — {what}. An epoch is one pass of batches: methods drawing several batches per step "
-        "(MoDo, SDMGrad: 3) do a third of the steps.",
-        "Metrics: final-epoch test accuracy of each task (higher is better). Δm% is per metric (Nash-MTL / "
-        f"FAMO convention) against the mean over seeds of single-task (STL) runs: {stl_txt} "
-        f"({result.stl_cached} STL runs reused from the cache).",
-        f"Cost: device {cfg.device}; time per step = mean over the training steps (first left out); "
+    metric_txt = ", ".join(
+        f"{m.name} ({m.task}, {'↑' if m.higher_is_better else '↓'}"
+        + (f", weight {m.weight:g}" if m.weight != 1 else "")
+        + ")"
+        for m in bm.metrics
+    )
+    if result.given_baselines:
+        base_txt = "the benchmark's given single-task values " + ", ".join(
+            f"{k} {v:.4g}" for k, v in result.baselines.items()
+        )
+    else:
+        base_txt = (
+            "the mean over seeds of single-task (STL) runs: "
+            + ", ".join(
+                f"{k} {_mean(v):.4f} (n={len(v)})" if v else f"{k} n/a" for k, v in result.stl.items()
+            )
+            + f" ({result.stl_cached} STL runs reused from the cache)"
+        )
+    if result.selection == BEST_VAL:
+        sel = (
+            "**Model selection: every run is reported at the epoch of its best validation Δm%** (column "
+            "'epoch'; STL runs at the best validation value of their own task); 'Δm% last' is Δm% at the "
+            "last epoch against the STL runs' last epoch."
+        )
+    else:
+        sel = "Model selection: none (no validation split): every run is reported at its last epoch."
+    notes.append(f"Metrics (test split): {metric_txt}. Δm% per metric against {base_txt}. {sel}")
+    notes.append(
+        f"Cost: device {cfg.device}; time per step = median over the run's training steps (first left out); "
         + (
             "peak memory = CUDA max_memory_allocated."
             if cfg.device != "cpu"
@@ -681,82 +870,226 @@ def _notes(cfg: CompareConfig, result: CompareResult, jobs: int) -> list[str]:
                 if jobs > 0
                 else "peak memory not measured (runs in one process, --jobs 0)."
             )
-        ),
-    ]
+        )
+    )
+    return notes
 
 
 # ------------------------------------------------------------------------------------------------ CLI
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
+        "--benchmark",
+        default=None,
+        metavar="NAME|MODULE:OBJECT",
+        help="the problem: a built-in (multi_fashion (default), multi_mnist, multi_fashion_mnist) or your "
+        "own molearn.compare.Benchmark as package.module:object",
+    )
+    parser.add_argument(
+        "--config",
+        default=None,
+        metavar="FILE",
+        help=f"a JSON or YAML file with any of: {', '.join(CONFIG_KEYS)} (options given here win)",
+    )
+    parser.add_argument(
         "--methods",
         default=None,
-        help=f"comma-separated method names (default: {','.join(DEFAULT_METHODS)}; EW is always "
-        "added as the cost reference)",
-    )
-    parser.add_argument("--seeds", default=None, help="comma-separated seeds (default: 0,1,2)")
-    parser.add_argument(
-        "--dataset", default=None, help="multi_fashion (default), multi_mnist or multi_fashion_mnist"
+        help=f"comma-separated method names (default: the benchmark's, else {','.join(DEFAULT_METHODS)}); "
+        "EW is always added as the cost reference",
     )
     parser.add_argument(
-        "--config", default=None, help="a JSON or YAML file with methods/seeds/dataset/schedule/device"
+        "--seeds", default=None, help="a count N (seeds 0..N-1) or a comma-separated list (default: 3)"
+    )
+    parser.add_argument(
+        "--schedule",
+        default=None,
+        metavar="NAME",
+        help="a named schedule of the benchmark (default: default)",
     )
     group = parser.add_mutually_exclusive_group()
     group.add_argument(
-        "--full",
-        action="store_true",
-        help="the SDMGrad consistency protocol: all 120k pairs, 100 epochs (GPU or patient CPU)",
+        "--full", action="store_true", help="the benchmark's published protocol (--schedule full)"
     )
-    group.add_argument("--quick", action="store_true", help="a seconds-long smoke run (tiny data, 1 epoch)")
-    parser.add_argument("--epochs", type=int, default=None, help="override the schedule's number of epochs")
-    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 or auto (default: auto)")
+    group.add_argument(
+        "--quick", action="store_true", help="a seconds-long smoke run: 1 epoch on at most 128 examples"
+    )
+    parser.add_argument("--epochs", default=None, help="change the schedule's number of epochs")
+    parser.add_argument("--batch-size", default=None, help="change the schedule's training batch size")
+    parser.add_argument("--lr", default=None, help="change the schedule's learning rate")
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps or auto (default: auto)")
     parser.add_argument(
         "--jobs",
-        type=int,
-        default=2,
-        help="worker processes (each run in a fresh one); 0 runs in this process",
+        default=None,
+        help="worker processes, each run in a fresh one; 0 runs in this process (default 2)",
     )
-    parser.add_argument(
-        "--threads", type=int, default=None, help="torch threads per run (default: cores / jobs)"
-    )
+    parser.add_argument("--threads", default=None, help="torch threads per run (default: cores / jobs)")
     parser.add_argument("--resume", action="store_true", help="continue runs from their checkpoints in --out")
-    parser.add_argument("--out", default="out/compare", help="output folder (default: out/compare)")
-    parser.add_argument("--no-plot", action="store_true", help="skip the PNG plots")
+    parser.add_argument("--out", default=None, help="output folder (default: out/compare)")
+    parser.add_argument("--no-plot", action="store_true", help="skip the PNG plots (no matplotlib needed)")
+    parser.add_argument(
+        "--list", action="store_true", help="list the built-in benchmarks and methods, then exit"
+    )
 
 
-def run_cli(args: argparse.Namespace) -> int:
-    from ._report import collect_versions, format_markdown, summarise, write_report
+def _missing_packages(plot: bool) -> list[str]:
+    import importlib.util
 
-    prog = "molearn compare"
+    need = {"scipy": "scipy", "tqdm": "tqdm"}
+    if plot:
+        need["matplotlib"] = "matplotlib"
+    return [pkg for mod, pkg in need.items() if importlib.util.find_spec(mod) is None]
+
+
+def _list() -> int:
+    from ..methods import registry
+    from ._benchmark import builtin_benchmarks
+
+    print("built-in benchmarks: " + ", ".join(builtin_benchmarks()))
+    print("methods: " + ", ".join(sorted(registry())))
+    return 0
+
+
+def _config_json(cfg: CompareConfig) -> dict[str, Any]:
+    return {
+        "benchmark": cfg.benchmark_ref or cfg.benchmark.name,
+        "methods": cfg.methods,
+        "seeds": cfg.seeds,
+        "schedule": dataclasses.asdict(cfg.schedule),
+        "device": cfg.device,
+    }
+
+
+def _dry_run(cfg: CompareConfig) -> dict[str, Any]:
     try:
-        cfg = resolve_config(args)
-    except (ValueError, ImportError, OSError) as err:
-        print(f"{prog}: error: {err}", file=sys.stderr)
-        return 2
+        return check_benchmark(cfg)
+    except BenchmarkError:
+        raise
+    except Exception as err:  # the user's code failed in the dry run
+        raise BenchmarkError(
+            f"benchmark {cfg.benchmark.name!r}: the dry run failed: {type(err).__name__}: {err}"
+        ) from err
+
+
+def _compare_and_report(
+    cfg: CompareConfig,
+    opts: Mapping[str, Any],
+    *,
+    command: str,
+    plot: bool,
+    resume: bool,
+    progress: bool,
+    log: Callable[[str], None],
+) -> CompareResult:
+    from ._report import collect_versions, write_report
+
+    out = Path(opts["out"])
+    saved = out / "config.json"
+    if resume and saved.is_file():
+        try:
+            before = json.loads(saved.read_text())
+        except ValueError:
+            before = None
+        now = json.loads(json.dumps(_config_json(cfg), default=str))
+        if before is not None and before != now:
+            raise ConfigError(
+                f"--resume: {out} holds runs of another configuration ({saved}); use another --out"
+            )
     t0 = time.perf_counter()
-    try:
-        result = run(cfg, args.out, jobs=args.jobs, threads=args.threads, resume=args.resume)
-    except (FileNotFoundError, ValueError) as err:  # missing data, corrupt files
-        print(f"{prog}: error: {err}", file=sys.stderr)
-        return 2
-    command = getattr(args, "command_line", None) or shlex.join(["molearn", *sys.argv[1:]])
+    info = _dry_run(cfg)
+    out.mkdir(parents=True, exist_ok=True)
+    saved.write_text(json.dumps(_config_json(cfg), indent=2, default=str) + "\n")
+    result = run(
+        cfg,
+        out,
+        jobs=opts["jobs"],
+        threads=opts["threads"],
+        resume=resume,
+        progress=progress,
+        info=info,
+        log=log,
+    )
     wall = time.perf_counter() - t0
-    notes = [*_notes(cfg, result, args.jobs), f"Wall time of this invocation: {wall:.0f} s."]
+    notes = [*_notes(cfg, result, opts["jobs"]), f"Wall time of this invocation: {wall:.0f} s."]
+    bm = cfg.benchmark
     write_report(
         result.records,
-        args.out,
+        out,
         command=command,
         versions=collect_versions(),
         notes=notes,
-        plot=not args.no_plot,
-        task_names=list(TASKS),
+        plot=plot,
+        task_names=list(bm.tasks),
+        title=f"molearn compare: {bm.name}",
+        baselines=result.baselines,
+        metric_labels={m.name: m.axis_label for m in bm.metrics},
     )
-    md = format_markdown(
-        result.records, command=command, versions={}, notes=(), summaries=summarise(result.records)
-    )
-    table = [line for line in md.splitlines() if line.startswith("|")]
-    print("\n".join(table[: len(table) - 2]))
-    print(f"report: {Path(args.out) / 'report.md'} ({wall:.0f} s)")
-    failed = [r for r in result.records if r.error]
-    if failed:
-        print(f"{len(failed)} run(s) failed; see the report", file=sys.stderr)
+    result.report = out / "report.md"
+    result.seconds = wall
+    return result
+
+
+def compare(
+    benchmark: Benchmark | str,
+    *,
+    methods: Any = None,
+    seeds: Any = None,
+    schedule: Any = None,
+    device: str | None = None,
+    jobs: int = 0,
+    threads: int | None = None,
+    out: str | os.PathLike[str] = "out/compare",
+    plot: bool = True,
+    resume: bool = False,
+    log: Callable[[str], None] = print,
+) -> CompareResult:
+    """``molearn compare`` from Python: the same checks, runs and report (``out/report.md``).
+
+    ``benchmark`` is a :class:`Benchmark` or a reference (``"multi_fashion"``, ``"pkg.mod:obj"``); ``methods``
+    a comma-separated string, a list or a mapping name -> keyword arguments; ``seeds`` a count or a list;
+    ``schedule`` a schedule name of the benchmark, a mapping of changes (``{"base": "quick", "epochs":
+    2}``) or a :class:`Schedule`; ``jobs=0`` runs in this process (a Benchmark object then needs not be
+    picklable). Raises :class:`ConfigError` / ``BenchmarkError`` before any training on bad input; failed
+    runs are in ``result.records`` (``error``) and ``result.failed``."""
+    ns = argparse.Namespace(
+        benchmark=benchmark, config=None, methods=methods, seeds=seeds, schedule=schedule, full=False,
+        quick=False, epochs=None, batch_size=None, lr=None, device=device, jobs=jobs, threads=threads,
+        out=os.fspath(out),
+    )  # fmt: skip
+    cfg, opts = resolve_config(ns)
+    name = benchmark if isinstance(benchmark, str) else benchmark.name
+    command = f"molearn.compare.compare({name!r}, ...)"
+    return _compare_and_report(cfg, opts, command=command, plot=plot, resume=resume, progress=False, log=log)
+
+
+def run_cli(args: argparse.Namespace) -> int:
+    from ._report import format_markdown, summarise
+
+    def fail(msg: str) -> int:
+        print(f"{PROG}: error: {msg}", file=sys.stderr)
+        return 2
+
+    if getattr(args, "list", False):
+        return _list()
+    missing = _missing_packages(plot=not args.no_plot)
+    if missing:
+        return fail(
+            f"needs {', '.join(missing)}: pip install 'molearn[cli]'"
+            + ("" if args.no_plot else " (or --no-plot)")
+        )
+    command = getattr(args, "command_line", None) or shlex.join(["molearn", *sys.argv[1:]])
+    try:
+        cfg, opts = resolve_config(args)
+        result = _compare_and_report(
+            cfg, opts, command=command, plot=not args.no_plot, resume=args.resume, progress=True, log=print
+        )
+    except (ConfigError, BenchmarkError) as err:
+        return fail(str(err))
+    md = format_markdown(result.records, command=command, versions={}, summaries=summarise(result.records))
+    table = md.split("\n| rank", 1)
+    if len(table) == 2:
+        print("| rank" + table[1].split("\n\n", 1)[0])
+    print(f"report: {result.report} ({result.seconds:.0f} s)")
+    if result.failed:
+        names = ", ".join(f"{r.method} seed {r.seed}" for r in result.failed)
+        print(f"{PROG}: {len(result.failed)} run(s) failed: {names}; see {result.report}", file=sys.stderr)
+        return 1
     return 0

@@ -26,7 +26,13 @@ Pareto-MTL pickles); ``size=28`` resizes with nearest-neighbour interpolation, a
 **Datasets** (:func:`load_multi`): ``"multi_fashion"`` (two Fashion items, train pairs from the 60k
 training images, test pairs from the 10k test images), ``"multi_mnist"`` (two digits, from the digit
 splits) and ``"multi_fashion_mnist"`` (left: digit, right: Fashion item). Default sizes are those of the
-Pareto-MTL pickles: 120,000 training and 20,000 test pairs. Built tensors are cached with ``torch.save``
+Pareto-MTL pickles: 120,000 training and 20,000 test pairs.
+
+**Validation split** (``val_fraction > 0``): a fixed random ``val_fraction`` of the source *training images*
+(permutation seeded with :data:`VAL_SPLIT_SEED` = 0, per source) is held out; ``split="val"`` builds its
+pairs (default 10,000) from those images only and ``split="train"`` from the rest, so no image of a
+validation pair is ever seen in training. With the default ``val_fraction=0`` the training pairs are
+exactly those of earlier versions and ``"val"`` is an error. Built tensors are cached with ``torch.save``
 under ``$MOLEARN_CACHE/multi/`` (keyed by dataset, split, n, seed, size and a fingerprint of the source
 files); a corrupt cache file is rebuilt with a warning.
 
@@ -63,6 +69,7 @@ __all__ = [
     "ENV_CACHE",
     "ENV_MNIST_DIGITS",
     "MULTI_DATASETS",
+    "VAL_SPLIT_SEED",
     "DatasetError",
     "MultiDataset",
     "cache_dir",
@@ -83,8 +90,10 @@ MULTI_DATASETS: dict[str, tuple[str, str]] = {
     "multi_mnist": ("digits", "digits"),
     "multi_fashion_mnist": ("digits", "fashion"),
 }
-#: default number of pairs per split (the sizes of the Pareto-MTL pickles)
-DEFAULT_PAIRS = {"train": 120_000, "test": 20_000}
+#: default number of pairs per split (train and test: the sizes of the Pareto-MTL pickles)
+DEFAULT_PAIRS = {"train": 120_000, "val": 10_000, "test": 20_000}
+#: the seed of the permutation that holds out the validation images (see ``val_fraction``)
+VAL_SPLIT_SEED = 0
 DIGIT_SPLIT_SEED = 0
 DIGIT_TEST_FRACTION = 0.2
 _SIDE = 28
@@ -354,10 +363,22 @@ def _resize(images: Tensor, size: int) -> Tensor:
 
 
 # ------------------------------------------------------------------------------------------ datasets
-def _source(kind: str, split: str, root: Path | None, download: bool) -> tuple[Tensor, Tensor]:
+def _source(
+    kind: str, split: str, root: Path | None, download: bool, val_fraction: float = 0.0
+) -> tuple[Tensor, Tensor]:
+    """The source images of ``split``; with ``val_fraction`` > 0, "train" and "val" are the two parts of
+    the source training images (held out by a permutation seeded with :data:`VAL_SPLIT_SEED`)."""
+    base = "test" if split == "test" else "train"
     if kind == "fashion":
-        return load_fashion_mnist(root, split)
-    return load_mnist_digits(root, split, download=download)
+        x, y = load_fashion_mnist(root, base)
+    else:
+        x, y = load_mnist_digits(root, base, download=download)
+    if split == "test" or val_fraction <= 0:
+        return x, y
+    perm = torch.randperm(y.numel(), generator=torch.Generator().manual_seed(VAL_SPLIT_SEED))
+    n_val = round(val_fraction * y.numel())
+    idx = (perm[:n_val] if split == "val" else perm[n_val:]).sort().values
+    return x[idx], y[idx]
 
 
 def _source_files(kind: str, root: Path | None, download: bool) -> list[Path]:
@@ -407,8 +428,9 @@ def load_multi(
     size: int = 36,
     cache: bool = True,
     download: bool = True,
+    val_fraction: float = 0.0,
 ) -> tuple[Tensor, Tensor]:
-    """The ``split`` (``"train"``/``"test"``) of a Multi-X dataset as ``(images, labels)``.
+    """The ``split`` (``"train"``/``"val"``/``"test"``) of a Multi-X dataset as ``(images, labels)``.
 
     ``name``: ``"multi_fashion"``, ``"multi_mnist"`` or ``"multi_fashion_mnist"`` (left digit, right
     Fashion item). ``n`` pairs (default 120,000 train / 20,000 test), built by :func:`make_multi` with
@@ -416,13 +438,21 @@ def load_multi(
     (n, 2). ``root``: a Pareto-MTL ``.pickle`` file (then read instead of built; its first ``n`` pairs), or
     a folder used for the sources (``fashion_root``/``digits_root`` override it per source; otherwise the
     search orders of :func:`~molearn.datasets.load_fashion_mnist` and :func:`mnist_digits_source`).
-    With ``cache=True`` built tensors are saved/loaded under ``cache_dir()/multi``.
+    With ``cache=True`` built tensors are saved/loaded under ``cache_dir()/multi``. ``val_fraction``
+    (in [0, 1)) holds out that fraction of the source training images for ``split="val"`` (module
+    docstring); ``"val"`` needs it > 0, and it changes the training pairs.
     """
     if name not in MULTI_DATASETS:
         raise ValueError(f"unknown dataset {name!r}; valid names: {', '.join(sorted(MULTI_DATASETS))}")
     if split not in DEFAULT_PAIRS:
         raise ValueError(f"split must be one of {sorted(DEFAULT_PAIRS)}, got {split!r}")
+    if not 0.0 <= val_fraction < 1.0:
+        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+    if split == "val" and val_fraction <= 0:
+        raise ValueError("split='val' needs val_fraction > 0 (the share of training images held out)")
     if root is not None and Path(root).is_file():
+        if split == "val" or val_fraction > 0:
+            raise ValueError("a Pareto-MTL pickle has no validation split (val_fraction must be 0)")
         train_x, train_y, test_x, test_y = read_pareto_pickle(root)
         x, y = (train_x, train_y) if split == "train" else (test_x, test_y)
         return (x, y) if n is None else (x[:n], y[:n])
@@ -435,13 +465,19 @@ def load_multi(
     kinds = MULTI_DATASETS[name]
     files = [f for kind in dict.fromkeys(kinds) for f in _source_files(kind, roots[kind], download)]
     meta = {"name": name, "split": split, "n": n, "seed": seed, "size": size, "source": _fingerprint(files)}
-    path = cache_dir() / "multi" / f"{name}-{split}-n{n}-seed{seed}-s{size}-{meta['source']}.pt"
+    tag = ""
+    if val_fraction > 0 and split != "test":
+        meta["val_fraction"] = val_fraction
+        tag = f"-val{val_fraction:g}"
+    path = cache_dir() / "multi" / f"{name}-{split}-n{n}-seed{seed}-s{size}{tag}-{meta['source']}.pt"
     if cache and path.is_file():
         try:
             return _check_cached(torch.load(path, map_location="cpu", weights_only=True), meta, n, size)
         except Exception as exc:  # any unreadable cache file is rebuilt
             warnings.warn(f"{path}: corrupt dataset cache ({exc}); rebuilding it", stacklevel=2)
-    sources = {kind: _source(kind, split, roots[kind], download) for kind in dict.fromkeys(kinds)}
+    sources = {
+        kind: _source(kind, split, roots[kind], download, val_fraction) for kind in dict.fromkeys(kinds)
+    }
     (lx, ly), (rx, ry) = sources[kinds[0]], sources[kinds[1]]
     x, y = make_multi(lx, ly, rx, ry, n, seed, size=size)
     if cache:

@@ -17,13 +17,14 @@ accuracy) contributes one term per metric, not one per task.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["ClassificationMeter", "accuracy", "delta_m", "relative_changes"]
+__all__ = ["ClassificationMeter", "MeanMeter", "Meter", "accuracy", "delta_m", "relative_changes"]
 
 
 def accuracy(logits: Tensor, target: Tensor) -> Tensor:
@@ -96,6 +97,62 @@ class ClassificationMeter:
         for name, s in zip(self.names, self._loss):
             out[f"loss_{name}"] = math.nan if s is None or self.count == 0 else float(s.item()) / self.count
         return out
+
+
+@runtime_checkable
+class Meter(Protocol):
+    """What evaluates a model on one split, batch by batch (the protocol of ``molearn.compare.Benchmark``).
+
+    A fresh meter is made for every evaluation; ``update(model, batch)`` is called once per batch (the
+    model in eval mode, under ``torch.no_grad``, the batch already on the model's device) and
+    ``compute()`` returns ``{metric name: value}`` over all the batches seen. The meter runs the model
+    itself, so problems whose batches are not ``(inputs, targets)`` (one data set per task, graphs, dense
+    targets) fit, and metrics that are not means over examples (mIoU from a confusion matrix, a median
+    angle) accumulate whatever they need.
+    """
+
+    def update(self, model: Any, batch: Any) -> None: ...
+
+    def compute(self) -> Mapping[str, float]: ...
+
+
+ScoreFn = Callable[[Any, Any], Mapping[str, Tensor]]
+
+
+class MeanMeter:
+    """A :class:`Meter` for metrics that are means over examples (accuracy, absolute error, squared error).
+
+    ``score_fn(model, batch)`` returns ``{metric name: per-example values}``, each a tensor of shape (N,)
+    (or anything that flattens to N values); the meter sums them on the device and :meth:`compute`
+    returns each metric's mean over all the examples seen (NaN when none). Different metrics may count
+    different numbers of examples (a task whose targets are missing in some rows).
+    """
+
+    def __init__(self, score_fn: ScoreFn) -> None:
+        if not callable(score_fn):
+            raise TypeError(f"score_fn must be callable, got {type(score_fn).__name__}")
+        self.score_fn = score_fn
+        self._sums: dict[str, Tensor] = {}
+        self._counts: dict[str, int] = {}
+
+    def update(self, model: Any, batch: Any) -> None:
+        scores = self.score_fn(model, batch)
+        if not isinstance(scores, Mapping):
+            raise TypeError(
+                "score_fn must return a mapping metric name -> per-example values, "
+                f"got {type(scores).__name__}"
+            )
+        for name, values in scores.items():
+            v = torch.as_tensor(values).detach().reshape(-1).to(torch.float64)
+            prev = self._sums.get(name)
+            self._sums[name] = v.sum() if prev is None else prev + v.sum()
+            self._counts[name] = self._counts.get(name, 0) + int(v.numel())
+
+    def compute(self) -> dict[str, float]:
+        return {
+            name: (float(s.item()) / self._counts[name]) if self._counts[name] else math.nan
+            for name, s in self._sums.items()
+        }
 
 
 def _floats(x: Sequence[float] | Mapping[str, float] | Tensor) -> list[float]:
@@ -180,6 +237,7 @@ def delta_m(
     values: Sequence[float] | Mapping[str, float] | Tensor,
     baselines: Sequence[float] | Mapping[str, float] | Tensor,
     higher_is_better: bool | Sequence[bool] | Mapping[str, bool],
+    weights: Sequence[float] | Mapping[str, float] | None = None,
 ) -> float:
     r"""Δm% of ``values`` against the single-task ``baselines``, per metric (Nash-MTL / FAMO / FairGrad):
 
@@ -193,6 +251,54 @@ def delta_m(
     value with the same names); ``higher_is_better`` is one flag for all metrics, M flags, or a mapping by
     name. Raises ``ValueError`` on a length or name mismatch, no metrics, a non-finite value or baseline,
     or a baseline that is zero or negative (the relative change divides by it).
+
+    ``weights`` (optional, one per metric, or a mapping by name when ``values`` is a mapping) weighs the
+    terms: :math:`100 \sum_j w_j t_j / \sum_j w_j`; metrics of weight 0 are left out entirely (their
+    values and baselines are not checked). Default: every metric weight 1, the published convention.
     """
-    terms = relative_changes(values, baselines, higher_is_better)
-    return 100.0 * sum(terms) / len(terms)
+    if weights is None:
+        terms = relative_changes(values, baselines, higher_is_better)
+        return 100.0 * sum(terms) / len(terms)
+    if isinstance(values, Mapping) and isinstance(baselines, Mapping):
+        if not isinstance(weights, Mapping):
+            raise ValueError("weights must be a mapping by metric name when values are mappings")
+        unknown = sorted(set(weights) - set(baselines))
+        if unknown:
+            raise ValueError(f"weights name metrics that are not among the baselines: {unknown}")
+        w_map = {k: float(weights.get(k, 1.0)) for k in baselines}
+        keep = [k for k in baselines if w_map[k] != 0.0]
+        if not keep:
+            raise ValueError("Δm needs at least one metric of positive weight")
+        if isinstance(higher_is_better, Mapping):
+            hib: Any = {k: higher_is_better[k] for k in keep if k in higher_is_better}
+        else:
+            hib = higher_is_better
+        terms = relative_changes(
+            {k: values[k] for k in keep if k in values}, {k: baselines[k] for k in keep}, hib
+        )
+        ws = [w_map[k] for k in keep]
+    else:
+        if isinstance(weights, Mapping):
+            raise ValueError("weights as a mapping needs values and baselines as mappings")
+        vals, base = _floats(values), _floats(baselines)
+        w_all = [float(w) for w in weights]
+        if len(w_all) != len(base):
+            raise ValueError(f"shape mismatch: {len(w_all)} weights for {len(base)} metrics")
+        flags = (
+            [higher_is_better] * len(base) if isinstance(higher_is_better, bool) else list(higher_is_better)
+        )
+        if len(flags) != len(base):
+            raise ValueError(f"shape mismatch: {len(flags)} higher_is_better flags for {len(base)} metrics")
+        idx = [j for j, w in enumerate(w_all) if w != 0.0]
+        if not idx:
+            raise ValueError("Δm needs at least one metric of positive weight")
+        terms = relative_changes(
+            [vals[j] for j in idx], [base[j] for j in idx], [bool(flags[j]) for j in idx]
+        )
+        ws = [w_all[j] for j in idx]
+    if any(not math.isfinite(w) or w < 0 for w in ws):
+        raise ValueError(f"Δm weights must be finite and >= 0, got {ws}")
+    total = sum(ws)
+    if total <= 0:
+        raise ValueError("Δm needs at least one metric of positive weight")
+    return 100.0 * sum(w * t for w, t in zip(ws, terms)) / total

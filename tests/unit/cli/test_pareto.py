@@ -61,7 +61,7 @@ def test_cli_three_objectives(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     )
     assert pareto_cmd.run_cli(args) == 0
     out = capsys.readouterr()
-    assert "pareto [" in out.err and "1/1" in out.err and "dtlz2 pbi" in out.err  # progress bar on stderr
+    assert "pareto [1/1] dtlz2 pbi seed 0" in out.err  # off a terminal: one progress line per item
     assert "| dtlz2 | pbi | 15 |" in out.out
     assert not (tmp_path / "front.png").exists()
     row = _read(tmp_path / "results.csv")[0]
@@ -84,31 +84,55 @@ def test_psl_rows_share_the_sweep_budget_and_get_nsga2() -> None:
     assert other.rows[0].evals == other.rows[1].evals == 510  # NSGA-II: population 10, 51 generations
 
 
-def test_progress_bar_lines() -> None:
-    import io
+def test_progress_bar_is_tqdm_and_silent_off_a_terminal() -> None:
+    from molearn._progress import progress_bar
 
-    from molearn._progress import Progress
-
-    buf = io.StringIO()
-    bar = Progress(4, "x", stream=buf, width=8)
-    bar.advance("a")
-    bar.advance("b")
-    lines = buf.getvalue().splitlines()
-    assert lines[0].startswith("x [##......] 1/4") and lines[0].endswith("a")
-    assert lines[1].startswith("x [####....] 2/4") and "left" in lines[1]
-    with pytest.raises(ValueError, match="total"):
-        Progress(-1)
+    bar = progress_bar(3, "x")
+    assert type(bar).__module__.startswith("tqdm")
+    assert bar.disable  # pytest's stderr is not a terminal: per-item lines instead
+    bar.close()
 
 
-def test_dataset_option_dispatches_to_the_real_data_front(monkeypatch: pytest.MonkeyPatch) -> None:
-    from molearn.bench import pareto_data
-
-    seen: list[argparse.Namespace] = []
-    monkeypatch.setattr(pareto_data, "run_cli", lambda ns: seen.append(ns) or 0)
+def test_seeds_and_method_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     parser = argparse.ArgumentParser()
     pareto_cmd.add_arguments(parser)
-    args = parser.parse_args(["--dataset", "multi-fashion", "--cond-epochs", "2", "--quick", "--out", "x"])
+    base = [
+        "--problem",
+        "zdt1",
+        "--prefs",
+        "4",
+        "--steps",
+        "20",
+        "--no-nsga2",
+        "--no-plot",
+        "--out",
+        str(tmp_path),
+    ]
+    args = parser.parse_args([*base, "--methods", "ls", "--seeds", "2"])
     assert pareto_cmd.run_cli(args) == 0
-    (ns,) = seen
-    assert ns.dataset == "multi-fashion" and ns.cond_epochs == 2 and ns.quick and ns.out == "x"
-    assert ns.methods == ",".join(pareto_data.DEFAULT_METHODS) and ns.prefs == 5  # the data front's defaults
+    rows = _read(tmp_path / "results.csv")
+    assert [(r["method"], r["seed"]) for r in rows] == [("ls", "0"), ("ls", "1")]
+    assert "seeds 0, 1" in (tmp_path / "results.md").read_text()
+    capsys.readouterr()
+    for argv, needle in (
+        (["--methods", "tchebychef"], "unknown method 'tchebychef' (did you mean 'tchebycheff'?)"),
+        (["--methods", "mgda"], "cannot run a preference sweep"),
+        (["--problem", "zdt9"], "unknown problem 'zdt9'"),
+        (["--seeds", "0,0"], "--seeds"),
+        (["--prefs", "1"], "--prefs must be a positive integer >= 2"),
+        (["--lr", "0"], "--lr must be a positive number"),
+    ):
+        args = parser.parse_args([*base, *argv])
+        assert pareto_cmd.run_cli(args) == 2
+        err = capsys.readouterr().err
+        assert needle in err and err.startswith("molearn pareto: error: "), err
+
+
+def test_defaults_follow_the_conventions() -> None:
+    parser = argparse.ArgumentParser()
+    pareto_cmd.add_arguments(parser)
+    args = parser.parse_args([])
+    assert args.out == "out/pareto" and args.seeds == "1"
+    assert "--dataset" not in parser.format_help()  # real-data fronts are an experiment now
+    for action in parser._actions:
+        assert action.help, f"{action.option_strings} has no help text"

@@ -1,5 +1,5 @@
-"""``molearn compare`` end to end on tiny fixture data: report content, STL cache reuse, config errors,
-a diverging run reported as failed."""
+"""``molearn compare`` on the built-in Multi-Fashion benchmark, end to end on tiny fixture data: report
+content, STL cache reuse, config errors, a diverging run reported as failed (exit status 1)."""
 
 from __future__ import annotations
 
@@ -54,7 +54,7 @@ def test_model_shapes() -> None:
 
 def test_end_to_end_and_stl_cache(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     # worker processes (spawn): every run in its own process, peak memory measured
-    rc = compare.run_cli(_args(tmp_path, "--methods", "mgda,famo", "--seeds", "0", "--jobs", "2"))
+    rc = compare.run_cli(_args(tmp_path, "--methods", "mgda,famo", "--seeds", "1", "--jobs", "2"))
     assert rc == 0
     out = tmp_path / "out"
     report = (out / "report.md").read_text()
@@ -65,7 +65,8 @@ def test_end_to_end_and_stl_cache(tmp_path: Path, capsys: pytest.CaptureFixture[
         "Δm%",
         "time/step ÷ EW",
         "peak mem ÷ EW",
-        "short schedule",
+        "quick schedule**: not the published protocol",
+        "best validation Δm%",
         "molearn compare --methods mgda,famo",
         "| torch |",
     ):
@@ -83,11 +84,11 @@ def test_end_to_end_and_stl_cache(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert (out / "runs" / "ew-seed0" / "steps.csv").is_file()
     cached = sorted((tmp_path / "cache" / "compare-stl").glob("*.json"))
     assert len(cached) == 2  # one per task
-    stl_metrics = [json.loads(p.read_text())["metrics"] for p in cached]
+    stl_metrics = [json.loads(p.read_text())["history"][-1]["test"] for p in cached]  # per-epoch scores
 
     # second call, in this process: the STL baselines come from the cache, Δm uses them
     capsys.readouterr()
-    rc = compare.run_cli(_args(tmp_path, "--methods", "ew", "--seeds", "0", "--jobs", "0"))
+    rc = compare.run_cli(_args(tmp_path, "--methods", "ew", "--seeds", "1", "--jobs", "0"))
     assert rc == 0
     text = capsys.readouterr().out
     assert "2 STL runs cached, 1 runs to do" in text
@@ -101,7 +102,7 @@ def test_end_to_end_and_stl_cache(tmp_path: Path, capsys: pytest.CaptureFixture[
 
 
 def test_nonfinite_run_is_reported_and_others_continue(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     def hook(spec: compare.RunSpec, losses: torch.Tensor) -> torch.Tensor:
         if spec.method == "mgda":
@@ -109,8 +110,9 @@ def test_nonfinite_run_is_reported_and_others_continue(
         return losses
 
     monkeypatch.setattr(compare, "_LOSS_HOOK", hook)
-    rc = compare.run_cli(_args(tmp_path, "--methods", "mgda", "--seeds", "0", "--jobs", "0"))
-    assert rc == 0
+    rc = compare.run_cli(_args(tmp_path, "--methods", "mgda", "--seeds", "1", "--jobs", "0"))
+    assert rc == 1  # a failed run makes the exit status non-zero ...
+    assert "1 run(s) failed: MGDA seed 0" in capsys.readouterr().err  # ... and is named
     rows = {r["method"]: r for r in _rows(tmp_path / "out" / "runs.csv")}
     assert "step 1 " in rows["MGDA"]["error"] and "objective(s) [1]" in rows["MGDA"]["error"]
     assert math.isnan(float(rows["MGDA"]["delta_m"]))
@@ -124,8 +126,8 @@ def test_nonfinite_run_is_reported_and_others_continue(
     [
         ({"methods": ["ew"], "learning_rate": 1}, "'learning_rate'"),
         ({"methods": ["ew", "nosuchmethod"]}, "mgda"),
-        ({"dataset": "cifar"}, "multi_fashion"),
-        ({"schedule": {"epochs": 1, "warmup": 3}}, "schedule.warmup"),
+        ({"benchmark": "cifar"}, "multi_fashion"),
+        ({"schedule": {"epochs": 1, "warmup": 3}}, "'warmup'"),
         ({"schedule": "slow"}, "quick"),
     ],
 )
@@ -145,7 +147,7 @@ def test_flag_errors_and_config_values(tmp_path: Path, capsys: pytest.CaptureFix
     assert compare.run_cli(_args(tmp_path, "--methods", "ew,bogus")) == 2
     err = capsys.readouterr().err
     assert "unknown method 'bogus'" in err and "cagrad" in err
-    assert compare.run_cli(_args(tmp_path, "--dataset", "svhn")) == 2
+    assert compare.run_cli(_args(tmp_path, "--benchmark", "svhn")) == 2
     assert "multi_fashion_mnist" in capsys.readouterr().err
 
     path = tmp_path / "cfg.json"
@@ -154,14 +156,18 @@ def test_flag_errors_and_config_values(tmp_path: Path, capsys: pytest.CaptureFix
             {
                 "methods": {"cagrad": {"c": 0.2}, "mgda": {}},
                 "seeds": [3, 4],
-                "dataset": "multi_fashion",
+                "benchmark": "multi_fashion",
                 "schedule": {"base": "quick", "epochs": 2},
             }
         )
     )
     parser = argparse.ArgumentParser()
     compare.add_arguments(parser)
-    cfg = compare.resolve_config(parser.parse_args(["--config", str(path), "--seeds", "7"]))
+    cfg, opts = compare.resolve_config(parser.parse_args(["--config", str(path), "--seeds", "7,8"]))
     assert list(cfg.methods) == ["ew", "cagrad", "mgda"] and cfg.methods["cagrad"] == {"c": 0.2}
-    assert cfg.seeds == [7]  # the flag wins over the config
-    assert cfg.schedule.epochs == 2 and cfg.schedule.n_train == compare.SCHEDULES["quick"].n_train
+    assert cfg.seeds == [7, 8]  # the flag wins over the config
+    assert cfg.schedule.epochs == 2 and cfg.schedule.train_size == 128  # the quick schedule, changed
+    assert opts == {"jobs": 2, "threads": None, "out": "out/compare"}
+    cfg, _ = compare.resolve_config(parser.parse_args(["--seeds", "2"]))
+    assert cfg.seeds == [0, 1] and cfg.methods["cagrad"] == {"c": 0.4}  # the benchmark's method_kwargs
+    assert cfg.schedule_name == "default" and cfg.schedule.train_size == 24_000

@@ -438,3 +438,26 @@ def test_real_fashion_mnist_slice() -> None:
     assert int(left[..., 32:, :].max()) == 0 and int(left[..., :, 32:].max()) == 0
     assert int(right[..., :4, :].max()) == 0 and int(right[..., :, :4].max()) == 0
     assert int(both.amax(dim=(1, 2, 3)).min()) > 0 and set(labels.flatten().tolist()) <= set(range(10))
+
+
+def test_validation_split_holds_out_training_images(tmp_path: Path) -> None:
+    g = torch.Generator().manual_seed(1)
+    folder = tmp_path / "fashion"
+    for split, n in (("train", 50), ("test", 10)):
+        img, lab = FASHION_MNIST_FILES[split]
+        write_idx(folder / f"{img}.gz", torch.randint(0, 256, (n, 28, 28), generator=g, dtype=torch.uint8))
+        write_idx(folder / f"{lab}.gz", (torch.arange(n) % 10).to(torch.uint8))
+    tr, _ = mm._source("fashion", "train", folder, False, 0.1)
+    va, _ = mm._source("fashion", "val", folder, False, 0.1)
+    assert (tr.shape[0], va.shape[0]) == (45, 5)
+    seen = {bytes(x.flatten().tolist()) for x in tr}
+    assert not any(bytes(x.flatten().tolist()) in seen for x in va)  # no validation image is trained on
+    everything, _ = mm._source("fashion", "train", folder, False, 0.0)
+    assert everything.shape[0] == 50  # val_fraction 0: the training pairs of earlier versions
+    x, _ = load_multi("multi_fashion", "val", n=8, root=folder, val_fraction=0.1)
+    assert x.shape == (8, 1, 36, 36)
+    a = load_multi("multi_fashion", "train", n=8, root=folder, val_fraction=0.1)
+    b = load_multi("multi_fashion", "train", n=8, root=folder)
+    assert not torch.equal(a[0], b[0])  # different sources, separately cached
+    with pytest.raises(ValueError, match="val_fraction must be in"):
+        load_multi("multi_fashion", "val", n=8, root=folder, val_fraction=1.0)

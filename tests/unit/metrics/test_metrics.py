@@ -144,3 +144,40 @@ def test_meter_rejects_bad_shapes() -> None:
         meter.update([torch.zeros(3, 4), torch.zeros(2, 4)], [torch.zeros(3, dtype=torch.long)] * 2)
     with pytest.raises(ValueError, match="distinct"):
         ClassificationMeter(["a", "a"])
+
+
+# ------------------------------------------------------------------------------------------ weights, meters
+def test_weighted_delta_m() -> None:
+    from molearn.metrics import delta_m
+
+    # terms: a 10 % worse (+0.1), b 20 % better (-0.2); weights 3 and 1: 100 (0.3 - 0.2) / 4 = 2.5
+    vals, base, hib = {"a": 0.9, "b": 0.8}, {"a": 1.0, "b": 1.0}, {"a": True, "b": False}
+    assert delta_m(vals, base, hib, {"a": 3.0, "b": 1.0}) == pytest.approx(2.5)
+    assert delta_m(vals, base, hib, {"a": 1.0, "b": 1.0}) == pytest.approx(delta_m(vals, base, hib))
+    # weight 0 leaves a metric out entirely, even a non-finite one
+    assert delta_m({"a": 0.9, "b": math.nan}, base, hib, {"a": 1.0, "b": 0.0}) == pytest.approx(10.0)
+    assert delta_m([0.9, 0.8], [1.0, 1.0], [True, False], [3.0, 1.0]) == pytest.approx(2.5)
+    with pytest.raises(ValueError, match="positive weight"):
+        delta_m(vals, base, hib, {"a": 0.0, "b": 0.0})
+    with pytest.raises(ValueError, match="not among the baselines"):
+        delta_m(vals, base, hib, {"c": 1.0})
+    with pytest.raises(ValueError, match="weights"):
+        delta_m([0.9], [1.0], True, [1.0, 2.0])
+
+
+def test_mean_meter_means_over_examples() -> None:
+    from molearn.metrics import MeanMeter, Meter
+
+    def score(model: object, batch: tuple[torch.Tensor, torch.Tensor]) -> dict[str, torch.Tensor]:
+        pred, y = batch
+        return {"mae": (pred - y).abs(), "acc": (pred.round() == y).float()}
+
+    meter = MeanMeter(score)
+    assert isinstance(meter, Meter)
+    meter.update(None, (torch.tensor([1.0, 2.0, 3.0]), torch.tensor([1.0, 2.0, 5.0])))  # |e| 0, 0, 2
+    meter.update(None, (torch.tensor([0.0]), torch.tensor([1.0])))  # |e| 1: a short last batch counts once
+    out = meter.compute()
+    assert out["mae"] == pytest.approx(3.0 / 4) and out["acc"] == pytest.approx(2.0 / 4)
+    assert MeanMeter(score).compute() == {}
+    with pytest.raises(TypeError, match="mapping"):
+        MeanMeter(lambda m, b: [1.0]).update(None, None)  # type: ignore[arg-type, return-value]
