@@ -24,6 +24,7 @@ from .engine import (
     Situation,
     Strategy,
     choose,
+    describe_modules,
     leaves_from_nodes,
     objective_root,
     reachable_leaves,
@@ -207,6 +208,7 @@ class Balancer:
         self.skipped_steps = 0
         self._last_losses: Tensor | None = None
         self._fixed = self._validate(mode)
+        self._dense, self._compiled = describe_modules(roots, self.shared) if roots else (False, False)
         self._strategies: dict[str, Strategy] = {}
         self._recorder: LayerRecorder | None = None
         gramian = self._fixed if isinstance(self._fixed, LayerwiseGramian) else None
@@ -275,7 +277,8 @@ class Balancer:
                     jacobian=needs.jacobian,
                     batches=needs.batches,
                     closure=needs.closure,
-                    compiled=self._recorder is not None and self._recorder.compiled,
+                    compiled=self._compiled,
+                    dense=self._dense,
                 )
             )
         strategy = self._strategies.get(name)

@@ -19,14 +19,14 @@ import torch
 from torch import Tensor, nn
 
 import molearn
-from molearn.engine import LayerwiseGramian
+from molearn.engine import LayerwiseGramian, LoopJacobian
 from molearn.methods import Inputs, Method, Needs, Output
 
 F64 = torch.float64
 K = 3
 
 
-class FixedWeights(Method):
+class _FixedWeights(Method):
     """A Gramian method returning fixed weights (records the Gramian it saw)."""
 
     needs: ClassVar[Needs] = Needs(gramian=True)
@@ -69,7 +69,7 @@ class Tied(nn.Module):
 
 
 class Regularised(nn.Module):
-    """A Linear whose weight is also used outside its forward (the activation form must not see only the call)."""
+    """A Linear whose weight is also used outside its forward (the activation form alone would miss it)."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -167,7 +167,9 @@ def jacobian(losses: Tensor, params: list[Tensor]) -> Tensor:
     rows = []
     for i in range(losses.shape[0]):
         grads = torch.autograd.grad(losses[i], params, retain_graph=True, allow_unused=True)
-        rows.append(torch.cat([(torch.zeros_like(p) if g is None else g).reshape(-1) for g, p in zip(grads, params)]))
+        rows.append(
+            torch.cat([(torch.zeros_like(p) if g is None else g).reshape(-1) for g, p in zip(grads, params)])
+        )
     return torch.stack(rows)
 
 
@@ -182,7 +184,7 @@ def test_gramian_and_grad_equal_autograd(name: str, form: str, per_pass: int) ->
     model, x, proj = setup(name)
     params = [p for p in model.parameters() if p.requires_grad]
     weights = torch.tensor([0.7, -0.2, 1.3], dtype=F64)
-    method = FixedWeights(weights)
+    method = _FixedWeights(weights)
     strategy = LayerwiseGramian(per_pass, activation_form=form)
     stats = [b.clone() for b in model.buffers()]
     with molearn.Balancer(method, model, tasks=[], mode=strategy) as bal:
@@ -211,7 +213,7 @@ def test_shared_parameter_list_and_module_argument_agree() -> None:
     grads = []
     for kwargs in ({"shared": model}, {"shared": model.parameters(), "module": model}, {"shared": params}):
         model.zero_grad()
-        method = FixedWeights(weights)
+        method = _FixedWeights(weights)
         bal = molearn.Balancer(method, tasks=[], mode="gramian", **kwargs)  # type: ignore[arg-type]
         bal.backward(k_losses(model(x), proj))
         grads.append((method.seen[0], flat_grad(params)))
@@ -228,7 +230,7 @@ def test_non_leaf_shared_tensor() -> None:
     x = torch.randn(6, 4, dtype=F64)
     losses = torch.stack([torch.tanh(x @ w[:, i]).pow(2).mean() for i in range(3)])
     jac = jacobian(losses, [w])
-    method = FixedWeights(torch.tensor([1.0, 2.0, 3.0], dtype=F64))
+    method = _FixedWeights(torch.tensor([1.0, 2.0, 3.0], dtype=F64))
     molearn.Balancer(method, [w], tasks=[], mode="gramian").backward(losses)
     torch.testing.assert_close(method.seen[0], jac @ jac.T)
     with warnings.catch_warnings():
@@ -238,7 +240,7 @@ def test_non_leaf_shared_tensor() -> None:
 
 
 def test_selection_and_heads_in_layerwise_mode() -> None:
-    class Pick(FixedWeights):
+    class _Pick(_FixedWeights):
         def select(self, num_objectives: int) -> Tensor | None:
             return torch.tensor([0, 2])
 
@@ -246,7 +248,7 @@ def test_selection_and_heads_in_layerwise_mode() -> None:
     trunk = nn.Sequential(nn.Linear(5, 8), nn.Tanh(), nn.Linear(8, 6), nn.Tanh()).double()
     heads = nn.ModuleList(nn.Linear(6, 1) for _ in range(3)).double()
     x, y = torch.randn(9, 5, dtype=F64), torch.randn(9, 3, dtype=F64)
-    method = Pick(torch.tensor([0.4, 0.0, 0.6], dtype=F64))
+    method = _Pick(torch.tensor([0.4, 0.0, 0.6], dtype=F64))
     bal = molearn.Balancer(method, trunk, mode=LayerwiseGramian(activation_form="always"))
     z = trunk(x)
     losses = torch.stack([((h(z).squeeze(1) - y[:, i]) ** 2).mean() for i, h in enumerate(heads)])
@@ -264,7 +266,7 @@ def test_selection_and_heads_in_layerwise_mode() -> None:
 # ---------------------------------------------------------------------------------------------- hooks
 def test_hooks_are_removed_and_hold_nothing_between_steps() -> None:
     model, x, proj = setup("mlp")
-    bal = molearn.Balancer(FixedWeights(torch.ones(K, dtype=F64)), model, tasks=[])
+    bal = molearn.Balancer(_FixedWeights(torch.ones(K, dtype=F64)), model, tasks=[])
     hooked = [m for m in model.modules() if m._forward_hooks]
     assert hooked  # auto + Gramian method + module: the layers are hooked
     out_plain = nn.Sequential(*list(model.children()))(x)  # same modules, outputs unchanged by the hooks
@@ -280,7 +282,7 @@ def test_hooks_are_removed_and_hold_nothing_between_steps() -> None:
     bal.close()
     assert not any(m._forward_hooks for m in model.modules())
     # dropping a Balancer without close() removes its hooks too
-    bal2 = molearn.Balancer(FixedWeights(torch.ones(K, dtype=F64)), model, tasks=[])
+    bal2 = molearn.Balancer(_FixedWeights(torch.ones(K, dtype=F64)), model, tasks=[])
     ref = weakref.ref(bal2)
     del bal2
     gc.collect()
@@ -291,8 +293,8 @@ def test_hooks_are_removed_and_hold_nothing_between_steps() -> None:
 def test_deep_copy_of_a_hooked_model_records_nothing() -> None:
     import copy
 
-    model, x, proj = setup("mlp")
-    bal = molearn.Balancer(FixedWeights(torch.ones(K, dtype=F64)), model, tasks=[])
+    model, x, _ = setup("mlp")
+    bal = molearn.Balancer(_FixedWeights(torch.ones(K, dtype=F64)), model, tasks=[])
     twin = copy.deepcopy(model)
     twin(x)
     assert bal._recorder is not None and all(not c for c in bal._recorder.calls)
@@ -307,49 +309,65 @@ def test_loss_only_and_jacobian_methods_install_no_hooks() -> None:
 
 
 # ---------------------------------------------------------------------------------------------- auto
-def test_auto_picks_by_needs_and_device() -> None:
-    model, _, _ = setup("mlp")
-    cases: list[tuple[Method, str]] = [
-        (molearn.methods.EW(), "LossOnly"),
-        (molearn.methods.MGDA(), "LayerwiseGramian"),
-        (molearn.methods.DBMTL(), "LoopJacobian"),
+def test_auto_picks_by_needs_and_model() -> None:
+    dense, _, _ = setup("mlp")
+    conv, _, _ = setup("conv2d-bn")
+    cases: list[tuple[nn.Module, Method, str]] = [
+        (dense, molearn.methods.EW(), "LossOnly"),
+        (dense, molearn.methods.MGDA(), "LayerwiseGramian"),
+        (conv, molearn.methods.MGDA(), "LayerwiseGramian"),
+        (dense, molearn.methods.DBMTL(), "BatchedJacobian"),  # dense trunk: batched passes
+        (conv, molearn.methods.DBMTL(), "LoopJacobian"),  # convolutions: one pass per objective
     ]
-    for method, expected in cases:
+    for model, method, expected in cases:
         with molearn.Balancer(method, model) as bal:
             for k in (3, 10, 40):
                 assert type(bal.strategy_for(k)).__name__ == expected
+    # without a module the structure is unknown: one pass per objective
+    assert type(molearn.Balancer(molearn.methods.DBMTL(), dense.parameters()).strategy_for(3)) is LoopJacobian
     from molearn.engine import Situation, choose
 
-    gpu = Situation(device="cuda", k=40, gradients=True, jacobian=True, batches=1, closure=False)
-    assert choose(gpu) == "batched"
-    assert choose(Situation("cuda", 3, True, True, 1, False)) == "loop"
-    assert choose(Situation("cuda", 40, True, True, 1, False, compiled=True)) == "loop"
+    assert choose(Situation("cuda", 40, True, True, 1, False, dense=True)) == "batched"
+    assert choose(Situation("cuda", 40, True, True, 1, False, compiled=True, dense=True)) == "loop"
+    assert choose(Situation("cpu", 3, True, True, 1, False, dense=False)) == "loop"
     assert choose(Situation("cuda", 40, True, False, 1, False)) == "gramian"
+    assert choose(Situation("cuda", 40, True, True, 1, True)) == "closure"
 
 
 def test_auto_objectives_per_pass_rule() -> None:
-    strategy = LayerwiseGramian()
-    model, x, proj = setup("mlp")
-    with molearn.Balancer(FixedWeights(torch.ones(K, dtype=F64)), model, tasks=[], mode=strategy) as bal:
-        losses = k_losses(model(x), proj)
-        assert strategy.recorder is not None
-        calls = strategy.recorder.take()
-        req = molearn.engine.Request(losses, list(losses.unbind()), bal.shared, [], True, False)
-        plan = strategy._plan(req, calls)
-        assert strategy._per_pass(req, plan, calls, torch.device("cpu")) == 1
-        assert strategy._per_pass(req, plan, calls, torch.device("cuda")) == 1  # K = 3 < 10
-        req40 = molearn.engine.Request(losses, list(losses.unbind()) * 14, bal.shared, [], True, False)
-        assert strategy._per_pass(req40, plan, calls, torch.device("cuda")) == 42
-        small = LayerwiseGramian(max_chunk_bytes=10 * 8 * sum(p.numel() for p in plan.direct))
-        small.attach(strategy.recorder)
-        assert small._per_pass(req40, plan, calls, torch.device("cuda")) == 10  # memory asks for chunks
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    for name, batched in (("mlp", True), ("conv2d-bn", False)):
+        strategy = LayerwiseGramian()
+        model, x, proj = setup(name)
+        with molearn.Balancer(_FixedWeights(torch.ones(K, dtype=F64)), model, tasks=[], mode=strategy) as bal:
+            losses = k_losses(model(x), proj)
+            assert strategy.recorder is not None
+            calls = strategy.recorder.take()
+            req = molearn.engine.Request(losses, list(losses.unbind()), bal.shared, [], True, False)
+            plan = strategy._plan(req, calls)
+            for device in (cpu, cuda):
+                assert strategy._per_pass(req, plan, calls, device) == (K if batched else 1)
+            if batched:
+                req40 = molearn.engine.Request(
+                    losses, list(losses.unbind()) * 14, bal.shared, [], True, False
+                )
+                assert strategy._per_pass(req40, plan, calls, cpu) == 42
+                small = LayerwiseGramian(max_chunk_bytes=10 * 8 * sum(p.numel() for p in plan.direct))
+                small.attach(strategy.recorder)
+                assert small._per_pass(req40, plan, calls, cpu) == 10  # memory asks for chunks
+                empty = [[] for _ in calls]  # a layer without calls may be compiled: one pass each
+                assert strategy._per_pass(req, plan, empty, cpu) == 1
 
 
 # ---------------------------------------------------------------------------------------------- precision
 def _float_model() -> tuple[nn.Module, Tensor, Tensor]:
     torch.manual_seed(0)
     model = nn.Sequential(
-        nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(inplace=True), nn.Flatten(), nn.Linear(8 * 36, 16)
+        nn.Conv2d(3, 8, 3, padding=1),
+        nn.BatchNorm2d(8),
+        nn.ReLU(inplace=True),
+        nn.Flatten(),
+        nn.Linear(8 * 36, 16),
     )
     x = torch.randn(4, 3, 6, 6)
     proj = torch.randn(16, K)
@@ -359,7 +377,7 @@ def _float_model() -> tuple[nn.Module, Tensor, Tensor]:
 def test_bf16_autocast_gramian_in_float32() -> None:
     model, x, proj = _float_model()
     params = list(model.parameters())
-    method = FixedWeights(torch.tensor([0.5, 1.0, 1.5]))
+    method = _FixedWeights(torch.tensor([0.5, 1.0, 1.5]))
     with molearn.Balancer(method, model, tasks=[], mode=LayerwiseGramian(activation_form="always")) as bal:
         with torch.autocast("cpu", dtype=torch.bfloat16):
             losses = k_losses(model(x), proj.bfloat16()).float()
@@ -377,7 +395,7 @@ def test_bf16_autocast_gramian_in_float32() -> None:
 def test_grad_scaler_sees_unscaled_gramian_and_steps(mode: str) -> None:
     model, x, proj = _float_model()
     params = list(model.parameters())
-    method = FixedWeights(torch.tensor([0.5, 1.0, 1.5]))
+    method = _FixedWeights(torch.tensor([0.5, 1.0, 1.5]))
     scaler = torch.amp.GradScaler("cpu", init_scale=2.0**12)
     opt = torch.optim.SGD(params, lr=0.1)
     before = [p.detach().clone() for p in params]
@@ -397,7 +415,7 @@ def test_grad_scaler_sees_unscaled_gramian_and_steps(mode: str) -> None:
 def test_grad_scaler_overflow_is_left_to_the_scaler() -> None:
     model, x, proj = _float_model()
     params = list(model.parameters())
-    method = FixedWeights(torch.tensor([0.5, 1.0, 1.5]))
+    method = _FixedWeights(torch.tensor([0.5, 1.0, 1.5]))
     scaler = torch.amp.GradScaler("cpu", init_scale=1e38)  # the scaled gradients overflow
     opt = torch.optim.SGD(params, lr=0.1)
     before = [p.detach().clone() for p in params]
@@ -435,7 +453,7 @@ def test_compiled_trunk_falls_back_to_the_gradient_form() -> None:
     compiled = torch.compile(trunk)
     x = torch.randn(7, 5)
     proj = torch.randn(6, K)
-    method = FixedWeights(torch.tensor([0.5, 1.0, 1.5]))
+    method = _FixedWeights(torch.tensor([0.5, 1.0, 1.5]))
     params = list(trunk.parameters())
     bal = molearn.Balancer(method, compiled, tasks=[])
     assert bal._recorder is not None and bal._recorder.compiled
@@ -451,5 +469,3 @@ def test_compiled_trunk_falls_back_to_the_gradient_form() -> None:
     strategy = bal.strategy_for(K)
     assert isinstance(strategy, LayerwiseGramian)
     bal.close()
-
-

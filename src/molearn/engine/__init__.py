@@ -4,9 +4,9 @@
 :mod:`~molearn.engine._layers` the per-layer Gramian, :mod:`~molearn.engine._auto` the rules of ``auto``.
 """
 
-from ._auto import RULES, Situation, choose
+from ._auto import RULES, Situation, batched_passes, choose
 from ._grads import flat_jacobian, jacobian_batched, jacobian_loop
-from ._layers import LayerRecorder, external_uses
+from ._layers import LayerRecorder, describe_modules, external_uses
 from ._probe import Probe, perturbed
 from ._strategy import (
     BatchedJacobian,
@@ -38,7 +38,9 @@ __all__ = [
     "Strategy",
     "accumulate_flat",
     "backward_weighted",
+    "batched_passes",
     "choose",
+    "describe_modules",
     "external_uses",
     "flat_jacobian",
     "gram_dtype",

@@ -28,7 +28,7 @@ from torch import Tensor, nn
 from torch.autograd.graph import GradientEdge, get_gradient_edge
 from torch.nn import grad as nn_grad
 
-__all__ = ["Call", "Layer", "LayerRecorder", "external_uses"]
+__all__ = ["Call", "Layer", "LayerRecorder", "describe_modules", "external_uses"]
 
 # Above this many rows the N×N matrix A Aᵀ is not formed (256 MiB in float32): gradient form.
 MAX_ROWS = 8192
@@ -278,10 +278,11 @@ class LayerRecorder:
     """
 
     def __init__(self, roots: Iterable[nn.Module], shared: Sequence[Tensor]) -> None:
+        roots_list = list(roots)
         shared_ids = {id(p) for p in shared}
         modules: list[nn.Module] = []
         seen: set[int] = set()
-        for root in roots:
+        for root in roots_list:
             for m in root.modules():
                 if id(m) not in seen:
                     seen.add(id(m))
@@ -294,7 +295,7 @@ class LayerRecorder:
         self.layers: list[Layer] = []
         self.calls: list[list[Call]] = []
         self._handles: list[Any] = []
-        self.compiled = any(_is_compiled(m) for m in modules)
+        self.dense, self.compiled = describe_modules(roots_list, shared)
         ref = weakref.ref(self)
         for m in modules:
             layer = _eligible(m, shared_ids, owners)
@@ -325,6 +326,35 @@ class LayerRecorder:
     @property
     def closed(self) -> bool:
         return not self._handles and bool(self.layers)
+
+
+_DENSE = (
+    nn.Linear,
+    nn.Bilinear,
+    nn.Embedding,
+    nn.EmbeddingBag,
+    nn.LayerNorm,
+    nn.GroupNorm,
+    nn.BatchNorm1d,
+)
+
+
+def describe_modules(roots: Iterable[nn.Module], shared: Sequence[Tensor]) -> tuple[bool, bool]:
+    """``(dense, compiled)``: whether every module owning a shared parameter is a dense layer (Linear,
+    Embedding, a norm layer; ``False`` if some shared parameter has no known owner) and whether a
+    module is compiled."""
+    shared_ids = {id(p) for p in shared}
+    owned: set[int] = set()
+    dense = True
+    compiled = False
+    for root in roots:
+        for m in root.modules():
+            compiled = compiled or _is_compiled(m)
+            mine = [p for p in m.parameters(recurse=False) if id(p) in shared_ids]
+            if mine:
+                owned.update(id(p) for p in mine)
+                dense = dense and isinstance(m, _DENSE)
+    return dense and owned == shared_ids, compiled
 
 
 def _is_compiled(m: nn.Module) -> bool:

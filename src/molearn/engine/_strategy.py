@@ -26,6 +26,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ._auto import Situation, batched_passes
 from ._grads import jacobian_batched, jacobian_loop
 from ._layers import Call, Layer, LayerRecorder, external_uses
 from ._write import accumulate_flat, backward_weighted
@@ -327,9 +328,9 @@ class LayerwiseGramian(Strategy):
     layer its gradient, ``Jᵀw`` the others.
 
     Args:
-        objectives_per_pass: objectives per backward pass; ``None``: 1 on the CPU and for compiled
-            models, else all K in chunks of at most ``max_chunk_bytes`` of output-gradients and gradient
-            rows.
+        objectives_per_pass: objectives per backward pass; ``None``: by the rule of ``auto``
+            (:func:`~molearn.engine.batched_passes`: all K for dense trunks, in chunks of at most
+            ``max_chunk_bytes`` of output-gradients and gradient rows; one per pass otherwise).
         max_chunk_bytes: the memory a batched pass may give to its K-fold buffers.
         activation_form: ``"auto"`` (by cost), ``"always"`` (wherever it applies exactly) or ``"never"``
             (every parameter differentiated directly: the loop Jacobian's Gramian).
@@ -402,13 +403,21 @@ class LayerwiseGramian(Strategy):
     def _per_pass(self, req: Request, plan: _Plan, calls: list[list[Call]], device: torch.device) -> int:
         k = len(req.items)
         rec = self.recorder
-        compiled = rec is not None and (rec.compiled or any(layer_calls == [] for layer_calls in calls))
         if self.objectives_per_pass is not None:
             chosen = self.objectives_per_pass
-        elif device.type == "cpu" or compiled or self._batched_failed or k < 10:
-            return 1
         else:
-            chosen = k
+            situation = Situation(
+                device=device.type,
+                k=k,
+                gradients=True,
+                jacobian=False,
+                batches=1,
+                closure=False,
+                # a hooked layer that recorded nothing may sit inside a compiled module
+                compiled=rec is None or rec.compiled or any(not c for c in calls) or self._batched_failed,
+                dense=rec is not None and rec.dense,
+            )
+            chosen = k if batched_passes(situation) else 1
         if chosen == 1:
             return 1
         itemsize = req.shared[0].element_size()
@@ -429,12 +438,8 @@ class LayerwiseGramian(Strategy):
         act_calls = [calls[i] for i in plan.act]
         ref = req.shared[0]
         width = sum(p.numel() for p in plan.direct)
-        jac = (
-            torch.zeros(k, width, dtype=ref.dtype, device=device)
-            if width
-            else torch.zeros(k, 0, dtype=ref.dtype, device=device)
-        )
-        deltas = [[torch.zeros((k, *c.shape), dtype=c.dtype, device=device) for c in cs] for cs in act_calls]
+        jac = torch.empty(k, width, dtype=ref.dtype, device=device)
+        deltas = [[torch.empty((k, *c.shape), dtype=c.dtype, device=device) for c in cs] for cs in act_calls]
         flat_deltas = [d for ds in deltas for d in ds]
         inputs: list[Any] = [*plan.edges, *plan.direct]
         n_edges = len(plan.edges)
@@ -461,16 +466,26 @@ class LayerwiseGramian(Strategy):
         deltas: list[Tensor],
         direct: Sequence[Any],
     ) -> None:
+        """Copy one pass's results: output-gradients into their buffers, gradient rows into the Jacobian
+        block (one ``cat`` into the preallocated rows; unreached inputs give zeros)."""
         for d, g in zip(deltas, grads[:n_edges], strict=True):
-            if g is not None:
+            if g is None:
+                d[rows] = 0
+            else:
                 d[rows] = g
-        start = 0
-        for p, g in zip(direct, grads[n_edges:], strict=True):
-            n = p.numel()
-            if g is not None:
-                target = jac[rows, start : start + n]
-                target.copy_(g.reshape(target.shape))
-            start += n
+        if not direct:
+            return
+        target = jac[rows]
+        lead = target.shape[:-1]
+        flat = [
+            (
+                torch.zeros(*lead, p.numel(), dtype=jac.dtype, device=jac.device)
+                if g is None
+                else g.reshape(*lead, -1)
+            )
+            for p, g in zip(direct, grads[n_edges:], strict=True)
+        ]
+        torch.cat(flat, dim=-1, out=target)
 
     def _loop(self, req: Request, inputs: list[Any], n_edges: int, jac: Tensor, deltas: list[Tensor]) -> None:
         k = len(req.items)
