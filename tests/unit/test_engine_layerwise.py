@@ -469,3 +469,91 @@ def test_compiled_trunk_falls_back_to_the_gradient_form() -> None:
     strategy = bal.strategy_for(K)
     assert isinstance(strategy, LayerwiseGramian)
     bal.close()
+
+
+# ---------------------------------------------------------------------------------------------- agreement
+class _Heads(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.trunk = nn.Sequential(
+            nn.Conv2d(3, 6, 3, padding=1),
+            nn.BatchNorm2d(6),
+            nn.ReLU(inplace=True),
+            nn.Flatten(),
+            nn.Linear(6 * 16, 12),
+            nn.Tanh(),
+        )
+        self.heads = nn.ModuleList(nn.Linear(12, 1) for _ in range(4))
+
+    def losses(self, x: Tensor, y: Tensor) -> Tensor:
+        z = self.trunk(x)
+        return torch.stack([((h(z).squeeze(1) - y[:, i]) ** 2).mean() for i, h in enumerate(self.heads)])
+
+
+MODES: dict[str, Callable[[], object]] = {
+    "batched": lambda: "batched",
+    "gramian": lambda: "gramian",
+    "gramian-always-batched": lambda: LayerwiseGramian(4, activation_form="always"),
+    "gramian-always-chunked": lambda: LayerwiseGramian(3, activation_form="always"),
+    "gramian-always-loop": lambda: LayerwiseGramian(1, activation_form="always"),
+    "auto": lambda: "auto",
+}
+
+
+@pytest.mark.parametrize(
+    "method_name", ["MGDA", "UPGrad", "CAGrad", "PCGrad", "NashMTL", "IMTLG", "DBMTL", "UW", "EW"]
+)
+def test_every_strategy_writes_what_loop_writes(method_name: str) -> None:
+    torch.manual_seed(0)
+    base = _Heads().double()
+    x, y = torch.randn(5, 3, 4, 4, dtype=F64), torch.randn(5, 4, dtype=F64)
+    cls = molearn.methods.registry()[method_name.lower()]
+    results: dict[str, tuple[Tensor | None, list[Tensor]]] = {}
+    for label, make in {"loop": lambda: "loop", **MODES}.items():
+        method = cls()
+        if method.needs.jacobian and label.startswith("gramian"):
+            continue
+        model = _copy(base)
+        torch.manual_seed(1)  # methods drawing from the global generator (PCGrad) draw the same
+        with molearn.Balancer(method, model.trunk, model.heads.parameters(), mode=make()) as bal:  # type: ignore[arg-type]
+            info = None
+            for _ in range(2):  # two steps: stateful methods see the same sequence
+                model.zero_grad()
+                info = bal.backward(model.losses(x, y))
+        assert info is not None
+        results[label] = (
+            info.weights,
+            [p.grad.clone() if p.grad is not None else None for p in model.parameters()],
+        )
+    ref_w, ref_g = results.pop("loop")
+    for label, (w, grads) in results.items():
+        if ref_w is not None:
+            assert w is not None
+            torch.testing.assert_close(
+                w, ref_w, rtol=1e-7, atol=1e-9, msg=lambda m, label=label: f"{label}: {m}"
+            )
+        for g, r in zip(grads, ref_g):
+            assert (g is None) == (r is None)
+            if g is not None:
+                torch.testing.assert_close(
+                    g, r, rtol=1e-7, atol=1e-9, msg=lambda m, label=label: f"{label}: {m}"
+                )
+
+
+def _copy(model: nn.Module) -> _Heads:
+    import copy
+
+    out = copy.deepcopy(model)
+    assert isinstance(out, _Heads)
+    return out
+
+
+def test_blocked_gramian_of_a_wide_jacobian() -> None:
+    from molearn.engine import gramian_of
+
+    gen = torch.Generator().manual_seed(0)
+    j = torch.randn(5, 4 * 16384 + 17, generator=gen, dtype=F64)
+    torch.testing.assert_close(gramian_of(j), j @ j.T)
+    torch.testing.assert_close(gramian_of(j[:, 3:]), j[:, 3:] @ j[:, 3:].T)
+    j32 = j.float()
+    torch.testing.assert_close(gramian_of(j32), (j @ j.T).float(), rtol=1e-4, atol=1e-2)

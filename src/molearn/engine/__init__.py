@@ -19,6 +19,7 @@ from ._strategy import (
     Request,
     Strategy,
     gram_dtype,
+    gramian_of,
 )
 from ._write import accumulate_flat, backward_weighted, leaves_from_nodes, objective_root, reachable_leaves
 
@@ -44,6 +45,7 @@ __all__ = [
     "external_uses",
     "flat_jacobian",
     "gram_dtype",
+    "gramian_of",
     "jacobian_batched",
     "jacobian_loop",
     "leaves_from_nodes",

@@ -44,12 +44,31 @@ __all__ = [
     "Request",
     "Strategy",
     "gram_dtype",
+    "gramian_of",
 ]
 
 
 def gram_dtype(dtype: torch.dtype) -> torch.dtype:
     """Gramians accumulate in float32, or float64 for float64 parameters."""
     return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+_BLOCK = 16384
+
+
+def gramian_of(jac: Tensor) -> Tensor:
+    """``J Jᵀ`` of a k×P matrix in its Gramian dtype. On the CPU a short, very wide J is cut into column
+    blocks multiplied as one batch (one GEMM with an inner dimension of millions runs at a fraction of the
+    speed: measured 2-3× on 10 × 2.4M)."""
+    j = jac if jac.dtype == gram_dtype(jac.dtype) else jac.to(gram_dtype(jac.dtype))
+    k, p = j.shape
+    if j.device.type != "cpu" or k > 32 or p < 4 * _BLOCK or j.stride(1) != 1:
+        return j @ j.T
+    nb = p // _BLOCK
+    blocks = j[:, : nb * _BLOCK].unflatten(1, (nb, _BLOCK)).transpose(0, 1)  # (nb, k, block)
+    g = torch.bmm(blocks, blocks.transpose(1, 2)).sum(0)
+    tail = j[:, nb * _BLOCK :]
+    return g + tail @ tail.T
 
 
 @dataclass
@@ -150,8 +169,7 @@ class JacobianPart(Part):
         js = jac[:, : self.n_shared]
         self.jacobian = js
         if req.gramian or req.jacobian:
-            jg = js.to(gram_dtype(js.dtype))
-            self.gramian = jg @ jg.T
+            self.gramian = gramian_of(js)
 
     def write(self, weights: Tensor | None, task_coeff: Tensor | None, *, retain_graph: bool) -> None:
         jac = self.full_jac
@@ -451,8 +469,7 @@ class LayerwiseGramian(Strategy):
         gd = gram_dtype(ref.dtype)
         layers = [rec.layers[i] for i in plan.act] if rec is not None else []
         with _no_autocast(device):
-            jg = jac[:, : sum(p.numel() for p in plan.direct[: plan.n_direct_shared])].to(gd)
-            gramian = jg @ jg.T
+            gramian = gramian_of(jac[:, : sum(p.numel() for p in plan.direct[: plan.n_direct_shared])])
             for layer, cs, ds in zip(layers, act_calls, deltas, strict=True):
                 gramian = gramian + layer.gramian(cs, ds, gd)
         return LayerwisePart(req, layers, act_calls, deltas, plan.direct, plan.n_direct_shared, jac, gramian)
