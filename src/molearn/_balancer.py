@@ -81,14 +81,16 @@ class _Prepared:
 
 def _as_loss_vector(
     losses: Tensor | Sequence[Tensor], *, need_grad: bool = True
-) -> tuple[Tensor, list[Tensor]]:
-    """The losses as a (K,) tensor, plus the individual scalars (differentiated one by one in loop mode,
-    so that one objective's backward pass never runs through the others' graphs)."""
+) -> tuple[Tensor, list[Tensor] | None]:
+    """The losses as a (K,) tensor, plus the individual scalars when they were given one by one (then
+    each objective's backward pass runs through its own graph only); ``None`` for a (K,) tensor (the
+    strategies that need scalars unbind it)."""
+    items: list[Tensor] | None
     if isinstance(losses, Tensor):
         if losses.dim() != 1:
             raise ValueError(f"losses must be a 1-D tensor of K objectives, got shape {tuple(losses.shape)}")
         vec = losses
-        items = list(vec.unbind())
+        items = None
     else:
         items = list(losses)
         for i, loss in enumerate(items):
@@ -210,6 +212,7 @@ class Balancer:
         self._fixed = self._validate(mode)
         self._dense, self._compiled = describe_modules(roots, self.shared) if roots else (False, False)
         self._strategies: dict[str, Strategy] = {}
+        self._chosen: dict[tuple[int, Any, str], Strategy] = {}
         self._recorder: LayerRecorder | None = None
         gramian = self._fixed if isinstance(self._fixed, LayerwiseGramian) else None
         if gramian is None and self._fixed is None and self._may_use_gramian():
@@ -262,6 +265,14 @@ class Balancer:
     def _strategy(self, k: int) -> Strategy:
         """The strategy of this step (``auto``: chosen from the device, K and the method's needs)."""
         needs = self.method.needs
+        key = (k, needs, self.shared[0].device.type)
+        cached = self._chosen.get(key)
+        if cached is not None:
+            return cached
+        self._chosen[key] = strategy = self._pick(k, needs)
+        return strategy
+
+    def _pick(self, k: int, needs: Any) -> Strategy:
         if needs.closure:
             name = "closure"
         elif not needs.gradients:
@@ -332,7 +343,7 @@ class Balancer:
     def _prepare(
         self,
         losses: Tensor,
-        items: list[Tensor],
+        items: list[Tensor] | None,
         features: Tensor | None,
         selected: Tensor | None = None,
         refresh: Callable[[], Tensor] | None = None,
@@ -347,15 +358,20 @@ class Balancer:
         needs = self.method.needs
         scaled = losses if scale is None else losses * scale.to(losses.dtype)
         if k == 1:  # nothing to balance: the gradient passes through (see _combine)
-            req = Request(scaled, [scaled[0]], self.shared, tasks, False, False)
+            req = Request(scaled, None, self.shared, tasks, False, False)
             return _Prepared(Inputs(losses=losses.detach()), LossOnly().compute(req), losses)
         reached: set[int] | None = None
+        strategy = self._strategy(k)
+        if items is None and (selected is not None or isinstance(strategy, ClosureJacobian)):
+            items = list(losses.unbind())
+        probe_items = items
         if selected is not None:
+            assert items is not None
             chosen = selected.tolist()  # sync: indices chosen on the host
             reached = {id(t) for t in leaves_from_nodes([objective_root(items[i], i) for i in chosen])}
             items = [items[i] for i in chosen]
             selected = selected.to(losses.device)
-        if scale is not None:
+        if scale is not None and items is not None:
             items = [it * scale.to(it.dtype) for it in items]
         req = Request(
             losses=scaled,
@@ -369,11 +385,10 @@ class Balancer:
             reached=reached,
             retain_graph=retain_graph,
         )
-        strategy = self._strategy(k)
         if isinstance(strategy, ClosureJacobian):
             if refresh is None:
                 raise TypeError(f"{type(self.method).__name__} needs a closure: use Balancer.step")
-            probe = Probe(refresh, losses, self.shared, tasks, self.module, items=items)
+            probe = Probe(refresh, losses, self.shared, tasks, self.module, items=probe_items)
             req.closure = lambda: self._closure_rows(probe, k, tasks, scale)
         part = strategy.compute(req)
         gramian = part.gramian

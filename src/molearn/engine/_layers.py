@@ -32,6 +32,9 @@ __all__ = ["Call", "Layer", "LayerRecorder", "describe_modules", "external_uses"
 
 # Above this many rows the N×N matrix A Aᵀ is not formed (256 MiB in float32): gradient form.
 MAX_ROWS = 8192
+# The activation form runs as a few separate operations where the gradient form is one GEMM inside the
+# backward pass: it is chosen only when it saves at least a quarter of the multiply-adds.
+MARGIN = 0.75
 
 
 def _not_compiling() -> bool:
@@ -105,7 +108,7 @@ class Layer:
             act = groups * n * n * (cin_g + k * cout_g) + k * k * n * m.out_channels
             act += n * cin_g * m.out_channels + n * m.in_channels * ksize  # the write, the unfolding
             grad = k * n * cin_g * m.out_channels + k * k * p
-        return act < grad
+        return act < MARGIN * grad
 
     # ------------------------------------------------------------------ activation form
     def _rows_and_deltas(

@@ -83,7 +83,7 @@ class Request:
     """
 
     losses: Tensor
-    items: list[Tensor]
+    items: list[Tensor] | None
     shared: list[Tensor]
     tasks: list[Tensor]
     gramian: bool
@@ -97,6 +97,19 @@ class Request:
     def objectives(self) -> Tensor:
         """The (k,) losses to differentiate (a new graph node when there is a selection)."""
         return self.losses if self.selected is None else self.losses[self.selected]
+
+    def scalars(self) -> list[Tensor]:
+        """The k scalars to differentiate one by one (unbound from the losses if not given)."""
+        if self.items is None:
+            self.items = list(self.objectives().unbind())
+        return self.items
+
+    @property
+    def k(self) -> int:
+        """The number of objectives to differentiate."""
+        if self.items is not None:
+            return len(self.items)
+        return int(self.losses.shape[0]) if self.selected is None else int(self.selected.shape[0])
 
 
 class Part:
@@ -228,7 +241,7 @@ class LoopJacobian(Strategy):
 
     def compute(self, req: Request) -> Part:
         every = [*req.shared, *req.tasks]
-        jac = jacobian_loop(req.items, every, flat=True, retain_graph=req.retain_graph)
+        jac = jacobian_loop(req.scalars(), every, flat=True, retain_graph=req.retain_graph)
         assert isinstance(jac, Tensor)
         return JacobianPart(req, jac)
 
@@ -242,7 +255,7 @@ class BatchedJacobian(Strategy):
     def compute(self, req: Request) -> Part:
         every = [*req.shared, *req.tasks]
         blocks = jacobian_batched(req.objectives(), every, retain_graph=req.retain_graph)
-        k = len(req.items)
+        k = req.k
         return JacobianPart(req, torch.cat([b.reshape(k, -1) for b in blocks], dim=1))
 
 
@@ -269,7 +282,7 @@ class Representation(Strategy):
         feat = req.features
         if feat is None:
             raise ValueError("mode='representation' needs the shared features: backward(losses, features=z)")
-        k = len(req.items)
+        k = req.k
         jac = jacobian_batched(req.objectives(), [feat], retain_graph=True)[0].reshape(k, -1)
         jg = jac.to(gram_dtype(jac.dtype))
         return RepresentationPart(req, jac, jg @ jg.T)
@@ -396,7 +409,7 @@ class LayerwiseGramian(Strategy):
     # ------------------------------------------------------------------ planning
     def _plan(self, req: Request, calls: list[list[Call]]) -> _Plan:
         rec = self.recorder
-        k = len(req.items)
+        k = req.k
         act: list[int] = []
         if rec is not None and self.activation_form != "never":
             always = self.activation_form == "always"
@@ -419,7 +432,7 @@ class LayerwiseGramian(Strategy):
         return _Plan(act, [*direct_shared, *req.tasks], len(direct_shared), edges)
 
     def _per_pass(self, req: Request, plan: _Plan, calls: list[list[Call]], device: torch.device) -> int:
-        k = len(req.items)
+        k = req.k
         rec = self.recorder
         if self.objectives_per_pass is not None:
             chosen = self.objectives_per_pass
@@ -451,7 +464,7 @@ class LayerwiseGramian(Strategy):
         rec = self.recorder
         calls = rec.take() if rec is not None else []
         plan = self._plan(req, calls)
-        k = len(req.items)
+        k = req.k
         device = req.losses.device
         act_calls = [calls[i] for i in plan.act]
         ref = req.shared[0]
@@ -505,10 +518,11 @@ class LayerwiseGramian(Strategy):
         torch.cat(flat, dim=-1, out=target)
 
     def _loop(self, req: Request, inputs: list[Any], n_edges: int, jac: Tensor, deltas: list[Tensor]) -> None:
-        k = len(req.items)
+        items = req.scalars()
+        k = len(items)
         for i in range(k):
             grads = torch.autograd.grad(
-                req.items[i],
+                items[i],
                 inputs,
                 retain_graph=req.retain_graph or i < k - 1,
                 allow_unused=True,
