@@ -53,7 +53,7 @@ TORCHJD_TIME_TARGET = 0.8
 TORCHJD_MEMORY_TARGET = 1.0
 LOSS_ONLY_TARGET = 1.05
 TARGET_METHODS = ("MGDA", "UPGrad", "NashMTL", "CAGrad")
-LOSS_ONLY = ("RLW", "UW")
+LOSS_ONLY = ("EW", "RLW", "UW")
 NOTES: set[str] = set()
 
 
@@ -418,8 +418,8 @@ def report(
         "(`jacobian_loop`: K backward passes; `jacobian_batched`: one batched pass). The faster of the two, "
         "repetition by repetition, is the **floor** of the overhead.",
         "- `<method>/auto`: forward, `Balancer(<method>, shared=trunk, tasks=heads).backward(losses)` in the "
-        "default mode (what `auto` chose is listed below), `optimizer.step()`. `RLW`, `UW` are loss-only "
-        "methods.",
+        "default mode (what `auto` chose is listed below), `optimizer.step()`. `EW`, `RLW`, `UW` are "
+        "loss-only methods.",
         "- `unit/<strategy>`: the same with a Gramian method that returns unit weights without solving "
         "anything (defined in this script): the engine's own cost. `MGDA/<strategy>`: with MGDA. "
         "Strategies: `loop`, `batched` (K×P Jacobian), `gramian` (layer-wise Gramian, one objective per "
