@@ -212,6 +212,7 @@ def _quadratic(delta: Tensor, gram: Tensor) -> Tensor:
 
 
 def _add_grad(p: Tensor, g: Tensor) -> None:
+    """Accumulate a freshly computed gradient into ``p.grad`` (as ``Tensor.backward`` does)."""
     if p.grad is None:
         p.grad = g.to(p.dtype)
     else:

@@ -300,7 +300,9 @@ class _Plan:
 
 
 class LayerwisePart(Part):
-    """The Gramian from per-layer quantities, and the stored output-gradients / gradient rows it came from."""
+    """The Gramian from per-layer quantities, and what it came from (kept for the write): the activation-form
+    layers' output-gradients, and the gradient rows of the directly differentiated parameters, either as one
+    flat k×width matrix (``jac``) or one k×numel block per parameter (``blocks``, a single batched pass)."""
 
     def __init__(
         self,
@@ -310,7 +312,8 @@ class LayerwisePart(Part):
         deltas: list[list[Tensor]],
         direct: list[Tensor],
         n_shared_direct: int,
-        jac: Tensor,
+        jac: Tensor | None,
+        blocks: list[Tensor] | None,
         gramian: Tensor,
     ) -> None:
         super().__init__(req)
@@ -320,25 +323,46 @@ class LayerwisePart(Part):
         self.direct = direct
         self.n_shared_direct = n_shared_direct
         self.jac = jac
+        self.blocks = blocks
         self.gramian = gramian
 
+    def _rows_times(self, v: Tensor, params: slice, only: set[int] | None = None) -> None:
+        """Add ``vᵀ J`` to the ``.grad`` of the directly differentiated parameters in ``params``."""
+        direct = self.direct[params]
+        if not direct:
+            return
+        if self.jac is not None:
+            start = sum(p.numel() for p in self.direct[: params.start])
+            stop = start + sum(p.numel() for p in direct)
+            accumulate_flat(direct, v.to(self.jac.dtype) @ self.jac[:, start:stop], only=only)
+            return
+        assert self.blocks is not None
+        for p, b in zip(direct, self.blocks[params], strict=True):
+            if only is None or id(p) in only:
+                _add_grad(p, (v.to(b.dtype) @ b).view_as(p))
+
     def write(self, weights: Tensor | None, task_coeff: Tensor | None, *, retain_graph: bool) -> None:
-        jac = self.jac
         ns = self.n_shared_direct
-        cols = sum(p.numel() for p in self.direct[:ns])
-        with _no_autocast(jac.device):
+        with _no_autocast(self.req.losses.device):
             if weights is not None:
                 w = self.rows(weights)
-                if ns:
-                    accumulate_flat(self.direct[:ns], w.to(jac.dtype) @ jac[:, :cols])
+                self._rows_times(w, slice(0, ns))
                 for layer, calls, deltas in zip(self.layers, self.calls, self.deltas, strict=True):
                     layer.write(calls, deltas, w)
             if task_coeff is not None and self.req.tasks:
-                accumulate_flat(
-                    self.direct[ns:],
-                    self.rows(task_coeff).to(jac.dtype) @ jac[:, cols:],
-                    only=self.req.reached,
-                )
+                self._rows_times(self.rows(task_coeff), slice(ns, len(self.direct)), only=self.req.reached)
+
+
+def _add_grad(p: Tensor, g: Tensor) -> None:
+    """Accumulate a freshly computed gradient into ``p.grad`` (as ``Tensor.backward`` does)."""
+    if p.grad is None:
+        p.grad = g.to(p.dtype)
+    else:
+        p.grad.add_(g)
+
+
+def _or_zeros(g: Tensor | None, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> Tensor:
+    return torch.zeros(shape, dtype=dtype, device=device) if g is None else g
 
 
 def _no_autocast(device: torch.device) -> Any:
@@ -388,6 +412,7 @@ class LayerwiseGramian(Strategy):
         self.recorder: LayerRecorder | None = None
         self.last_activation: list[str] = []
         self._batched_failed = False
+        self._batched_ok = False
 
     def __repr__(self) -> str:
         return (
@@ -468,24 +493,75 @@ class LayerwiseGramian(Strategy):
         device = req.losses.device
         act_calls = [calls[i] for i in plan.act]
         ref = req.shared[0]
-        width = sum(p.numel() for p in plan.direct)
-        jac = torch.empty(k, width, dtype=ref.dtype, device=device)
-        deltas = [[torch.empty((k, *c.shape), dtype=c.dtype, device=device) for c in cs] for cs in act_calls]
-        flat_deltas = [d for ds in deltas for d in ds]
         inputs: list[Any] = [*plan.edges, *plan.direct]
         n_edges = len(plan.edges)
-        per_pass = self._per_pass(req, plan, calls, device)
-        if inputs and per_pass > 1:
-            self._batched(req, inputs, n_edges, per_pass, jac, flat_deltas)
-        elif inputs:
-            self._loop(req, inputs, n_edges, jac, flat_deltas)
+        per_pass = self._per_pass(req, plan, calls, device) if inputs else 1
+        jac: Tensor | None = None
+        blocks: list[Tensor] | None = None
+        deltas: list[list[Tensor]] = []
+        grads = self._single_pass(req, inputs) if per_pass > 1 and k <= per_pass else None
+        if grads is not None:  # one batched pass: keep autograd's results as they are (no copy)
+            it = iter(grads[:n_edges])
+            deltas = [[_or_zeros(next(it), (k, *c.shape), c.dtype, device) for c in cs] for cs in act_calls]
+            blocks = [
+                _or_zeros(g, (k, p.numel()), ref.dtype, device).reshape(k, -1)
+                for p, g in zip(plan.direct, grads[n_edges:], strict=True)
+            ]
+        else:
+            width = sum(p.numel() for p in plan.direct)
+            jac = torch.empty(k, width, dtype=ref.dtype, device=device)
+            deltas = [
+                [torch.empty((k, *c.shape), dtype=c.dtype, device=device) for c in cs] for cs in act_calls
+            ]
+            flat_deltas = [d for ds in deltas for d in ds]
+            if inputs and per_pass > 1:
+                self._batched(req, inputs, n_edges, per_pass, jac, flat_deltas)
+            elif inputs:
+                self._loop(req, inputs, n_edges, jac, flat_deltas)
         gd = gram_dtype(ref.dtype)
         layers = [rec.layers[i] for i in plan.act] if rec is not None else []
+        ns = plan.n_direct_shared
         with _no_autocast(device):
-            gramian = gramian_of(jac[:, : sum(p.numel() for p in plan.direct[: plan.n_direct_shared])])
+            if jac is not None:
+                gramian = gramian_of(jac[:, : sum(p.numel() for p in plan.direct[:ns])])
+            else:
+                assert blocks is not None
+                gramian = torch.zeros(k, k, dtype=gd, device=device)
+                for b in blocks[:ns]:
+                    gramian = gramian + gramian_of(b)
             for layer, cs, ds in zip(layers, act_calls, deltas, strict=True):
                 gramian = gramian + layer.gramian(cs, ds, gd)
-        return LayerwisePart(req, layers, act_calls, deltas, plan.direct, plan.n_direct_shared, jac, gramian)
+        return LayerwisePart(req, layers, act_calls, deltas, plan.direct, ns, jac, blocks, gramian)
+
+    def _single_pass(self, req: Request, inputs: list[Any]) -> tuple[Tensor | None, ...] | None:
+        """All k objectives in one batched pass; ``None`` if it cannot run (then one pass per objective).
+
+        The first batched pass keeps the graph, so that a failure can fall back to one pass per
+        objective; once one has run, the graph is freed by the pass as usual (its activations would
+        otherwise live until the caller drops the losses)."""
+        losses = req.objectives()
+        eye = torch.eye(losses.shape[0], dtype=losses.dtype, device=losses.device)
+        probing = not self._batched_ok
+        try:
+            grads = torch.autograd.grad(
+                losses,
+                inputs,
+                grad_outputs=eye,
+                is_grads_batched=True,
+                retain_graph=req.retain_graph or probing,
+                allow_unused=True,
+            )
+        except RuntimeError as exc:
+            # e.g. a compiled module the recorder did not see: its backward cannot be batched
+            self._batched_failed = True
+            if not probing:
+                raise RuntimeError(
+                    "the batched backward pass failed (a torch.compile'd model?); use "
+                    "LayerwiseGramian(objectives_per_pass=1) or mode='loop'"
+                ) from exc
+            return None
+        self._batched_ok = True
+        return grads
 
     @staticmethod
     def _store(
