@@ -557,3 +557,13 @@ def test_blocked_gramian_of_a_wide_jacobian() -> None:
     torch.testing.assert_close(gramian_of(j[:, 3:]), j[:, 3:] @ j[:, 3:].T)
     j32 = j.float()
     torch.testing.assert_close(gramian_of(j32), (j @ j.T).float(), rtol=1e-4, atol=1e-2)
+
+
+def test_docs_print_the_rules_auto_follows() -> None:
+    from pathlib import Path
+
+    from molearn.engine import RULES
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "engine.md").read_text()
+    for rule in RULES:
+        assert "| " + " | ".join(rule) + " |" in doc, f"docs/engine.md lacks the auto rule {rule}"
