@@ -287,7 +287,7 @@ def bench_problem(
     add("EW", _ew_step(model, x, y, _sgd(model)), kind="ew", lib="torch", method="EW")
     for mode in ("loop", "batched"):
         add(f"grads/{mode}", _k_grads(mode, model, x, y), kind="grads", lib="molearn", mode=mode)
-    chosen: dict[str, str] = {}
+    auto: dict[str, molearn.Balancer] = {}
     # the default mode, with the target methods and the loss-only ones
     for mname in (*TARGET_METHODS, *LOSS_ONLY):
         method = _method(mname)
@@ -296,7 +296,7 @@ def bench_problem(
             continue
         kind = "loss-only" if mname in LOSS_ONLY else "step"
         add_molearn(f"{mname}/auto", method, "auto", "auto", mname, kind)
-        chosen[mname] = _describe(balancers[-1].strategy_for(k))
+        auto[mname] = balancers[-1]
     add_molearn("unit/auto", _UnitWeights(), "auto", "auto", "unit")
     # every strategy with the engine-only method and with MGDA
     for label, make in STRATEGIES.items():
@@ -337,6 +337,7 @@ def bench_problem(
         budget_s=args.budget,
         clock=args.clock,
     )
+    chosen = {m: _describe(b.strategy_for(k), k) for m, b in auto.items()}
     for bal in balancers:
         bal.close()
     rows = []
@@ -374,10 +375,18 @@ def bench_problem(
     return rows, desc, chosen
 
 
-def _describe(strategy: Any) -> str:
+def _describe(strategy: Any, k: int) -> str:
+    """What a strategy did in its last step (after the timing): for the layer-wise Gramian, the objectives
+    per pass and the layers in activation form."""
     if isinstance(strategy, LayerwiseGramian):
-        per = strategy.objectives_per_pass
-        return f"gramian (objectives per pass: {'rule' if per is None else per})"
+        per = strategy.last_per_pass
+        passes = (
+            "one batched pass" if per >= k else "one pass per objective" if per == 1 else f"{per} per pass"
+        )
+        act = strategy.last_activation
+        counts = {n: act.count(n) for n in dict.fromkeys(act)}
+        form = ", ".join(f"{n}×{c}" for n, c in counts.items()) if act else "none"
+        return f"gramian: {passes}; activation form: {form}"
     return str(getattr(strategy, "name", type(strategy).__name__))
 
 
@@ -458,8 +467,13 @@ def report(
             "",
         ]
     parts += ["## What `auto` chose", ""]
-    table = [[m, k, meth, s] for (m, k), d in chosen.items() for meth, s in d.items()]
-    parts += [markdown_table(["model", "K", "method", "strategy"], table), ""]
+    table = []
+    for (m, k), d in chosen.items():
+        by_choice: dict[str, list[str]] = {}
+        for meth, desc in d.items():
+            by_choice.setdefault(desc, []).append(meth)
+        table += [[m, k, ", ".join(meths), desc] for desc, meths in by_choice.items()]
+    parts += [markdown_table(["model", "K", "methods", "strategy"], table), ""]
     headers = ["K", "variant", "time", "× EW", "overhead", "× TorchJD", "peak MB", "peak × EW", "reps"]
     for model in descs:
         parts += [f"## {model}", ""]

@@ -390,7 +390,8 @@ class LayerwiseGramian(Strategy):
         activation_form: ``"auto"`` (by cost), ``"always"`` (wherever it applies exactly) or ``"never"``
             (every parameter differentiated directly: the loop Jacobian's Gramian).
 
-    ``last_activation`` lists the modules that used the activation form in the last step.
+    ``last_activation`` lists the modules that used the activation form in the last step,
+    ``last_per_pass`` its objectives per backward pass.
     """
 
     name = "gramian"
@@ -411,6 +412,7 @@ class LayerwiseGramian(Strategy):
         self.activation_form = activation_form
         self.recorder: LayerRecorder | None = None
         self.last_activation: list[str] = []
+        self.last_per_pass = 0
         self._batched_failed = False
         self._batched_ok = False
 
@@ -496,6 +498,7 @@ class LayerwiseGramian(Strategy):
         inputs: list[Any] = [*plan.edges, *plan.direct]
         n_edges = len(plan.edges)
         per_pass = self._per_pass(req, plan, calls, device) if inputs else 1
+        self.last_per_pass = min(per_pass, k)
         jac: Tensor | None = None
         blocks: list[Tensor] | None = None
         deltas: list[list[Tensor]] = []
