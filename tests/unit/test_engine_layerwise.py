@@ -316,8 +316,8 @@ def test_auto_picks_by_needs_and_model() -> None:
         (dense, molearn.methods.EW(), "LossOnly"),
         (dense, molearn.methods.MGDA(), "LayerwiseGramian"),
         (conv, molearn.methods.MGDA(), "LayerwiseGramian"),
-        (dense, molearn.methods.DBMTL(), "BatchedJacobian"),  # dense trunk: batched passes
-        (conv, molearn.methods.DBMTL(), "LoopJacobian"),  # convolutions: one pass per objective
+        (dense, molearn.methods.DBMTL(), "LoopJacobian"),  # Jacobian methods on the CPU: loop
+        (conv, molearn.methods.DBMTL(), "LoopJacobian"),
     ]
     for model, method, expected in cases:
         with molearn.Balancer(method, model) as bal:
@@ -328,6 +328,8 @@ def test_auto_picks_by_needs_and_model() -> None:
     from molearn.engine import Situation, choose
 
     assert choose(Situation("cuda", 40, True, True, 1, False, dense=True)) == "batched"
+    assert choose(Situation("cuda", 3, True, True, 1, False, dense=True)) == "loop"
+    assert choose(Situation("cuda", 40, True, True, 1, False, dense=False)) == "loop"
     assert choose(Situation("cuda", 40, True, True, 1, False, compiled=True, dense=True)) == "loop"
     assert choose(Situation("cpu", 3, True, True, 1, False, dense=False)) == "loop"
     assert choose(Situation("cuda", 40, True, False, 1, False)) == "gramian"

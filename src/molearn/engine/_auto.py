@@ -30,18 +30,14 @@ class Situation:
 RULES: list[tuple[str, str, str, str]] = [
     ("method needs no gradients (EW, UW, DWA, FAMO, ...)", "loss-only", "–", "measured (CPU)"),
     ("method computes its own gradients (`Needs.closure`, SAMO)", "closure", "–", "by construction"),
+    ("method needs the Jacobian or several batches, CPU", "loop", "1", "measured (CPU)"),
     (
-        "method needs the Jacobian or several batches, dense trunk, not compiled",
+        "method needs the Jacobian or several batches, GPU, dense trunk, K ≥ 10, not compiled",
         "batched",
         "K",
-        "measured (CPU); GPU hypothesis",
+        "GPU hypothesis (issue 13's H200 figures)",
     ),
-    (
-        "method needs the Jacobian or several batches, otherwise",
-        "loop",
-        "1",
-        "measured (CPU); GPU hypothesis",
-    ),
+    ("method needs the Jacobian or several batches, GPU, otherwise", "loop", "1", "GPU hypothesis"),
     (
         "method needs the Gramian only, dense trunk, not compiled",
         "gramian",
@@ -56,25 +52,34 @@ RULES: list[tuple[str, str, str, str]] = [
     ),
 ]
 
+BATCHED_JACOBIAN_MIN_K = 10
+
 
 def batched_passes(s: Situation) -> bool:
-    """Whether the K objectives go through one batched backward (``is_grads_batched``) rather than K.
+    """Whether the layer-wise Gramian sends the K objectives through one batched backward
+    (``is_grads_batched``) rather than K.
 
-    Measured on the CPU: the batched pass is faster on dense trunks (Linear layers) and about twice as
-    slow on convolutional ones (and holds K copies of the activation gradients). On the GPU the issue's
-    figures point the same way (wide MLP: batched ahead from K = 3; ResNet-18: loop ≈ batched at a
-    fraction of the memory): a hypothesis until measured. A compiled model's backward cannot be batched.
+    Measured on the CPU: the batched pass is faster on dense trunks (MLP, wide MLP) at about the same
+    memory, and on convolutional trunks 1.3-1.5× slower (small conv net) or 1.4× faster at 3× the memory
+    (reduced ResNet-18): convolutions keep one pass per objective. On the GPU the issue's figures point
+    the same way: a hypothesis until measured. A compiled model's backward cannot be batched.
     """
     return s.dense and not s.compiled
 
 
 def choose(s: Situation) -> str:
     """The strategy name for a situation (``"loss-only"``, ``"closure"``, ``"loop"``, ``"batched"`` or
-    ``"gramian"``; the layer-wise Gramian batches its passes by :func:`batched_passes` too)."""
+    ``"gramian"``; the layer-wise Gramian batches its passes by :func:`batched_passes`).
+
+    Jacobian methods hold the K×P Jacobian whatever the strategy; the batched one adds K copies of the
+    activation gradients. On the CPU it was slower or at most 1.2× faster (measured): loop. On the GPU,
+    issue 13 measured the batched Jacobian 2-4× faster on the wide MLP from K = 10 and equal on ResNet-18.
+    """
     if s.closure:
         return "closure"
     if not s.gradients:
         return "loss-only"
     if s.jacobian or s.batches > 1:
-        return "batched" if batched_passes(s) else "loop"
+        gpu_batched = s.device != "cpu" and s.dense and not s.compiled and s.k >= BATCHED_JACOBIAN_MIN_K
+        return "batched" if gpu_batched else "loop"
     return "gramian"
