@@ -183,8 +183,10 @@ def _ew_step(model: MultiHead, draw: Callable[[], Batch], opt: torch.optim.Optim
 def _balancer_step(
     model: MultiHead, method: Method, draw: Callable[[], Batch], opt: torch.optim.Optimizer
 ) -> Callable[[], None]:
+    # mode="loop": one backward pass per objective, so that the hook on the trunk's output counts the K
+    # passes of the cost table (auto batches them into one pass on a dense trunk)
     bal = molearn.Balancer(
-        method, shared=model.trunk.parameters(), tasks=model.heads.parameters(), module=model
+        method, shared=model.trunk.parameters(), tasks=model.heads.parameters(), module=model, mode="loop"
     )
 
     def loss_fn(batch: Batch) -> Tensor:

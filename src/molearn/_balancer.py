@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -10,13 +11,20 @@ import torch
 from torch import Tensor
 
 from .engine import (
+    BatchedJacobian,
+    ClosureJacobian,
+    LayerRecorder,
+    LayerwiseGramian,
+    LoopJacobian,
+    LossOnly,
+    Part,
     Probe,
-    accumulate_flat,
-    backward_weighted,
-    flat_jacobian,
-    gramian_blockwise,
-    jacobian_batched,
-    jacobian_loop,
+    Representation,
+    Request,
+    Situation,
+    Strategy,
+    choose,
+    describe_modules,
     leaves_from_nodes,
     objective_root,
     reachable_leaves,
@@ -63,27 +71,26 @@ class StepInfo:
 
 @dataclass
 class _Prepared:
-    """One batch, ready to combine: the method's inputs, the losses (with graph), the Jacobian as the
-    engine computed it (rows: the selected objectives; columns: shared then task parameters in loop,
-    batched and closure modes) and what was differentiated."""
+    """One batch, ready to combine: the method's inputs and the engine's part (what it computed, how it
+    writes ``.grad``)."""
 
     inputs: Inputs
+    part: Part
     losses: Tensor
-    jac: Tensor | None
-    diff_inputs: list[Tensor]
-    reached: set[int] | None = None  # with a selection: ids of the task parameters the selected reach
 
 
 def _as_loss_vector(
     losses: Tensor | Sequence[Tensor], *, need_grad: bool = True
-) -> tuple[Tensor, list[Tensor]]:
-    """The losses as a (K,) tensor, plus the individual scalars (differentiated one by one in loop mode,
-    so that one objective's backward pass never runs through the others' graphs)."""
+) -> tuple[Tensor, list[Tensor] | None]:
+    """The losses as a (K,) tensor, plus the individual scalars when they were given one by one (then
+    each objective's backward pass runs through its own graph only); ``None`` for a (K,) tensor (the
+    strategies that need scalars unbind it)."""
+    items: list[Tensor] | None
     if isinstance(losses, Tensor):
         if losses.dim() != 1:
             raise ValueError(f"losses must be a 1-D tensor of K objectives, got shape {tuple(losses.shape)}")
         vec = losses
-        items = list(vec.unbind())
+        items = None
     else:
         items = list(losses)
         for i, loss in enumerate(items):
@@ -112,6 +119,13 @@ def _cosines(gramian: Tensor) -> tuple[Tensor, Tensor]:
     return cos, norms
 
 
+def _loss_scale(scaler: Any, like: Tensor) -> Tensor | None:
+    """The GradScaler's current scale as a 0-dim tensor on the losses' device (no host sync), or None."""
+    if scaler is None or not scaler.is_enabled():
+        return None
+    return scaler.scale(torch.ones((), dtype=torch.float32, device=like.device))
+
+
 class Balancer:
     """Combine K objectives into one update of ``.grad``, using a :class:`~molearn.methods.Method`.
 
@@ -125,33 +139,40 @@ class Balancer:
 
     Args:
         method: the balancing method.
-        shared: the shared parameters (the trunk). They receive the combined direction.
+        shared: the shared parameters (the trunk) that receive the combined direction: an
+            ``nn.Module`` (its trainable parameters; its layers can then use the layer-wise Gramian) or an
+            iterable of tensors.
         tasks: task-specific parameters (heads). ``None``: every other leaf the losses depend on,
             found from the first step's graph. They receive ``∇ Σ_i c_i L_i`` with ``c = 1``
             (``task_grad="own"``) or ``c = w`` (``"weighted"``); default: the method's official
             convention (:attr:`Method.task_grad`).
-        mode: how per-objective gradients are computed when the method needs them: ``"loop"`` (K
-            backward passes), ``"batched"`` (one batched vector-Jacobian product), ``"gramian"`` (the
-            K×K Gramian accumulated block by block, never holding the K×P Jacobian) or
+        mode: how per-objective gradients are computed when the method needs them (see docs/engine.md):
+            ``"auto"`` (default: chosen from the device, K and the method's needs), ``"loop"`` (K backward
+            passes, K×P Jacobian), ``"batched"`` (one batched backward, K×P Jacobian), ``"gramian"`` (the
+            Gramian from per-layer quantities, never the K×P Jacobian of Linear/Conv/Embedding layers) or
             ``"representation"`` (gradients w.r.t. a shared feature tensor passed as ``features``, as in
-            MGDA-UB). ``"auto"`` is ``"loop"``: on the CPU it is as fast as the batched modes and its
-            peak memory (the K×P Jacobian, activations once) is the lowest for convolutional nets; prefer
-            ``"gramian"`` when K×P does not fit, ``"batched"``/``"gramian"`` on a GPU (see docs/engine.md).
+            MGDA-UB); or a :class:`molearn.engine.Strategy` instance, e.g.
+            ``LayerwiseGramian(objectives_per_pass=8)``.
         on_nonfinite: ``"raise"`` a :class:`NonFiniteLossError` naming the objective, or ``"skip"``
             the step (no gradient written, :attr:`skipped_steps` incremented, ``StepInfo.skipped``).
         check_finite: set to ``False`` to remove the one host synchronisation per step that the
             check costs (e.g. under CUDA-graph capture); NaNs then propagate.
-        module: the model. Methods that re-evaluate the losses at perturbed parameters (SAMO) need
-            it to run those passes in eval mode and to keep BatchNorm running statistics unchanged.
+        module: the model. Its layers that own shared parameters can use the layer-wise Gramian; methods
+            that re-evaluate the losses at perturbed parameters (SAMO) run those passes in eval mode and
+            keep BatchNorm running statistics unchanged.
+
+    With ``mode="gramian"`` (or ``"auto"`` for a Gramian method) and a module known, forward hooks record
+    each layer's inputs; :meth:`close` (or ``with Balancer(...) as bal:``) removes them, as does dropping
+    the Balancer.
     """
 
     def __init__(
         self,
         method: Method,
-        shared: Iterable[Tensor],
+        shared: Iterable[Tensor] | torch.nn.Module,
         tasks: Iterable[Tensor] | None = None,
         *,
-        mode: Mode = "auto",
+        mode: Mode | Strategy = "auto",
         task_grad: TaskGrad | None = None,
         on_nonfinite: Literal["raise", "skip"] = "raise",
         check_finite: bool = True,
@@ -160,7 +181,15 @@ class Balancer:
         if not isinstance(method, Method):
             raise TypeError(f"method must be a molearn Method, got {type(method).__name__}")
         self.method = method
-        self.shared = list(shared)
+        roots: list[torch.nn.Module] = []
+        self.shared: list[Tensor]
+        if isinstance(shared, torch.nn.Module):
+            roots.append(shared)
+            self.shared = [p for p in shared.parameters() if p.requires_grad]
+        else:
+            self.shared = list(shared)
+        if module is not None:
+            roots.append(module)
         if not self.shared:
             raise ValueError("the list of shared parameters is empty")
         for i, p in enumerate(self.shared):
@@ -168,24 +197,8 @@ class Balancer:
                 raise TypeError(f"shared parameter {i} is a {type(p).__name__}, not a tensor")
             if not p.requires_grad:
                 raise ValueError(f"shared parameter {i} (shape {tuple(p.shape)}) does not require grad")
-        self._n_shared = sum(p.numel() for p in self.shared)
         self._tasks = None if tasks is None else list(tasks)
-        if mode not in ("auto", "loop", "batched", "gramian", "representation"):
-            raise ValueError(f"unknown mode {mode!r}")
-        needs = method.needs
-        if needs.jacobian and mode == "gramian":
-            raise ValueError(
-                f"{type(method).__name__} needs the Jacobian; mode='gramian' never forms it "
-                "(use 'loop', 'batched' or 'representation')"
-            )
-        if (needs.batches > 1 or needs.closure) and mode in ("gramian", "representation"):
-            raise ValueError(
-                f"{type(method).__name__} needs {'a closure' if needs.closure else 'independent batches'}; "
-                "it runs in mode 'loop' or 'batched' only"
-            )
-        if needs.closure and mode == "batched":
-            raise ValueError(f"{type(method).__name__} computes its own gradients; use mode 'loop' or 'auto'")
-        self.mode: Mode = mode
+        self.mode: Mode | Strategy = mode
         self.module = module
         self.task_grad: TaskGrad = task_grad or method.task_grad
         if self.task_grad not in ("own", "weighted"):
@@ -196,13 +209,110 @@ class Balancer:
         self.check_finite = check_finite
         self.skipped_steps = 0
         self._last_losses: Tensor | None = None
+        self._fixed = self._validate(mode)
+        self._dense, self._compiled = describe_modules(roots, self.shared) if roots else (False, False)
+        self._strategies: dict[str, Strategy] = {}
+        self._chosen: dict[tuple[int, Any, str], Strategy] = {}
+        self._recorder: LayerRecorder | None = None
+        gramian = self._fixed if isinstance(self._fixed, LayerwiseGramian) else None
+        if gramian is None and self._fixed is None and self._may_use_gramian():
+            gramian = LayerwiseGramian()
+        if gramian is not None and method.needs.gradients:
+            if roots:
+                self._recorder = LayerRecorder(roots, self.shared)
+                weakref.finalize(self, self._recorder.close)
+            gramian.attach(self._recorder)
+            self._strategies["gramian"] = gramian
+
+    # ------------------------------------------------------------------ strategy
+    def _validate(self, mode: Mode | Strategy) -> Strategy | None:
+        """The fixed strategy of an explicit mode (``None`` for ``"auto"``), or an error naming the clash."""
+        name = type(self.method).__name__
+        needs = self.method.needs
+        if isinstance(mode, Strategy):
+            strategy: Strategy | None = mode
+            label = repr(mode)
+        elif mode in _MODES:
+            factory = _MODES[mode]
+            strategy = factory() if factory is not None else None
+            label = f"mode={mode!r}"
+        else:
+            raise ValueError(
+                f"unknown mode {mode!r}; known: {', '.join(_MODES)} or a molearn.engine.Strategy"
+            )
+        if strategy is None:
+            return None
+        if needs.jacobian and not strategy.forms_jacobian:
+            raise ValueError(
+                f"{name} needs the Jacobian; {label} never forms it "
+                "(use 'loop', 'batched' or 'representation')"
+            )
+        if (needs.closure and isinstance(strategy, (Representation, LayerwiseGramian))) or (
+            needs.batches > 1 and not strategy.multi_batch
+        ):
+            raise ValueError(
+                f"{name} needs {'a closure' if needs.closure else 'independent batches'}; "
+                "it runs in mode 'loop' or 'batched' only"
+            )
+        if needs.closure and isinstance(strategy, BatchedJacobian):
+            raise ValueError(f"{name} computes its own gradients; use mode 'loop' or 'auto'")
+        return strategy
+
+    def _may_use_gramian(self) -> bool:
+        needs = self.method.needs
+        return needs.gramian and not needs.jacobian and not needs.closure
+
+    def _strategy(self, k: int) -> Strategy:
+        """The strategy of this step (``auto``: chosen from the device, K and the method's needs)."""
+        needs = self.method.needs
+        key = (k, needs, self.shared[0].device.type)
+        cached = self._chosen.get(key)
+        if cached is not None:
+            return cached
+        self._chosen[key] = strategy = self._pick(k, needs)
+        return strategy
+
+    def _pick(self, k: int, needs: Any) -> Strategy:
+        if needs.closure:
+            name = "closure"
+        elif not needs.gradients:
+            name = "loss-only"
+        elif self._fixed is not None:
+            return self._fixed
+        else:
+            name = choose(
+                Situation(
+                    device=self.shared[0].device.type,
+                    k=k,
+                    gradients=needs.gradients,
+                    jacobian=needs.jacobian,
+                    batches=needs.batches,
+                    closure=needs.closure,
+                    compiled=self._compiled,
+                    dense=self._dense,
+                )
+            )
+        strategy = self._strategies.get(name)
+        if strategy is None:
+            strategy = self._strategies[name] = _NAMED[name]()
+        return strategy
+
+    def strategy_for(self, k: int) -> Strategy:
+        """The strategy a step with K objectives uses (what ``mode="auto"`` resolves to)."""
+        return self._strategy(k)
+
+    def close(self) -> None:
+        """Remove the forward hooks of the layer-wise Gramian (if any). Idempotent."""
+        if self._recorder is not None:
+            self._recorder.close()
+
+    def __enter__(self) -> Balancer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     # ------------------------------------------------------------------ helpers
-    def _resolved_mode(self) -> str:
-        if self.mode != "auto":
-            return self.mode
-        return "loop"
-
     def _task_params(self, losses: Tensor) -> list[Tensor]:
         if self._tasks is None:
             shared_ids = {id(p) for p in self.shared}
@@ -224,90 +334,94 @@ class Balancer:
             raise NonFiniteLossError(f"non-finite loss for objective(s) {idx}: {vals}")
         raise NonFiniteLossError(f"non-finite gradient for objective(s) {idx} (their Gramian row is NaN/Inf)")
 
-    def _gradients(
-        self, losses: Tensor, items: list[Tensor], features: Tensor | None
-    ) -> tuple[Tensor | None, Tensor | None, list[Tensor]]:
-        """Return (gramian, jacobian, inputs differentiated) as the method's needs and the mode ask."""
-        needs = self.method.needs
-        mode = self._resolved_mode()
-        if mode == "representation":
-            if features is None:
-                raise ValueError(
-                    "mode='representation' needs the shared features: backward(losses, features=z)"
-                )
-            inputs = [features]
-        else:
-            inputs = self.shared
-        if not needs.gradients:
-            return None, None, inputs
-        if mode == "gramian":
-            return gramian_blockwise(losses, inputs), None, inputs
-        if mode == "representation":
-            jac = flat_jacobian(jacobian_batched(losses, inputs))
-        else:
-            # the task-specific parameters ride along in the same passes (their columns follow the shared
-            # ones), so no extra backward through the heads is needed afterwards
-            every = [*inputs, *self._task_params(losses)]
-            if mode == "batched":
-                jac = flat_jacobian(jacobian_batched(losses, every))
-            else:
-                jac = jacobian_loop(items, every, flat=True)
-                assert isinstance(jac, Tensor)
-        js = jac[:, : self._n_shared] if mode != "representation" else jac
-        jg = js.to(torch.float64 if js.dtype == torch.float64 else torch.float32)
-        return jg @ jg.T, jac, inputs
+    def _finish(self) -> None:
+        for strategy in self._strategies.values():
+            strategy.finish()
+        if self._recorder is not None:
+            self._recorder.clear()
 
-    def _inputs(
+    def _prepare(
         self,
         losses: Tensor,
-        items: list[Tensor],
+        items: list[Tensor] | None,
         features: Tensor | None,
         selected: Tensor | None = None,
         refresh: Callable[[], Tensor] | None = None,
+        scale: Tensor | None = None,
+        retain_graph: bool = False,
     ) -> _Prepared | None:
+        """Check the losses, let the strategy compute the batch's statistics, build the method's inputs."""
         if not self._finite(losses):
             return None
-        if losses.shape[0] == 1:  # nothing to balance: the gradient passes through (see _combine)
-            return _Prepared(Inputs(losses=losses.detach()), losses, None, self.shared)
+        k = losses.shape[0]
         tasks = self._task_params(losses)  # discovered from all K objectives' graph
         needs = self.method.needs
+        scaled = losses if scale is None else losses * scale.to(losses.dtype)
+        if k == 1:  # nothing to balance: the gradient passes through (see _combine)
+            req = Request(scaled, None, self.shared, tasks, False, False)
+            return _Prepared(Inputs(losses=losses.detach()), LossOnly().compute(req), losses)
         reached: set[int] | None = None
-        if needs.closure:
+        strategy = self._strategy(k)
+        if items is None and (selected is not None or isinstance(strategy, ClosureJacobian)):
+            items = list(losses.unbind())
+        probe_items = items
+        if selected is not None:
+            assert items is not None
+            chosen = selected.tolist()  # sync: indices chosen on the host
+            reached = {id(t) for t in leaves_from_nodes([objective_root(items[i], i) for i in chosen])}
+            items = [items[i] for i in chosen]
+            selected = selected.to(losses.device)
+        if scale is not None and items is not None:
+            items = [it * scale.to(it.dtype) for it in items]
+        req = Request(
+            losses=scaled,
+            items=items,
+            shared=self.shared,
+            tasks=tasks,
+            gramian=needs.gramian or needs.jacobian,
+            jacobian=needs.jacobian,
+            features=features,
+            selected=selected,
+            reached=reached,
+            retain_graph=retain_graph,
+        )
+        if isinstance(strategy, ClosureJacobian):
             if refresh is None:
                 raise TypeError(f"{type(self.method).__name__} needs a closure: use Balancer.step")
-            probe = Probe(refresh, losses, self.shared, tasks, self.module, items=items)
-            jac = self.method.jacobian(probe)
-            width = self._n_shared + sum(t.numel() for t in tasks)
-            if jac.shape != (losses.shape[0], width):
-                raise ValueError(
-                    f"{type(self.method).__name__}.jacobian returned shape {tuple(jac.shape)}, "
-                    f"expected ({losses.shape[0]}, {width})"
-                )
-            js = jac[:, : self._n_shared]
-            gramian: Tensor | None = js @ js.T
-            diff_inputs = self.shared
-        else:
-            if selected is not None:
-                losses_g = losses[selected.to(losses.device)]
-                chosen = selected.tolist()  # sync: indices chosen on the host
-                roots = [objective_root(items[i], i) for i in chosen]
-                reached = {id(t) for t in leaves_from_nodes(roots)}
-                items = [items[i] for i in chosen]
-            else:
-                losses_g = losses
-            gramian, jac, diff_inputs = self._gradients(losses_g, items, features)
-        if gramian is not None and not self._finite(gramian.diagonal(), what="gradient"):
+            probe = Probe(refresh, losses, self.shared, tasks, self.module, items=probe_items)
+            req.closure = lambda: self._closure_rows(probe, k, tasks, scale)
+        part = strategy.compute(req)
+        gramian = part.gramian
+        jacobian = part.jacobian if needs.jacobian else None
+        if scale is not None:
+            gramian = None if gramian is None else gramian / (scale * scale).to(gramian.dtype)
+            jacobian = None if jacobian is None else jacobian / scale.to(jacobian.dtype)
+        if gramian is not None and scale is None and not self._finite(gramian.diagonal(), what="gradient"):
             return None
         inputs = Inputs(
             losses=losses.detach(),
             gramian=gramian if needs.gradients else None,
-            jacobian=self._shared_columns(jac) if needs.jacobian and jac is not None else None,
+            jacobian=jacobian,
             selected=selected,
         )
-        return _Prepared(inputs, losses, jac, diff_inputs, reached)
+        return _Prepared(inputs, part, losses)
 
-    def _shared_columns(self, jac: Tensor) -> Tensor:
-        return jac if self._resolved_mode() == "representation" else jac[:, : self._n_shared]
+    def _closure_rows(self, probe: Probe, k: int, tasks: list[Tensor], scale: Tensor | None) -> Tensor:
+        jac = self.method.jacobian(probe)
+        width = sum(p.numel() for p in self.shared) + sum(t.numel() for t in tasks)
+        if jac.shape != (k, width):
+            raise ValueError(
+                f"{type(self.method).__name__}.jacobian returned shape {tuple(jac.shape)}, "
+                f"expected ({k}, {width})"
+            )
+        return jac if scale is None else jac * scale.to(jac.dtype)  # the engine's rows are scaled
+
+    def _overflowed(self, prepared: _Prepared) -> bool:
+        """Under a GradScaler: whether the scaled gradients overflowed (then the scaler skips the step)."""
+        gramian = prepared.inputs.gramian
+        if gramian is None or not self.check_finite:
+            return False
+        return not bool(torch.isfinite(gramian.diagonal()).all())  # the documented per-step sync
 
     def _task_coefficients(self, k: int, selected: Tensor | None, like: Tensor) -> Tensor:
         """``task_grad="own"``: 1 for every objective whose gradient was computed, 0 for the others."""
@@ -316,92 +430,39 @@ class Balancer:
             return ones
         return torch.zeros_like(ones).index_fill_(0, selected.to(like.device), 1.0)
 
-    def _apply(self, out: Output, parts: list[_Prepared], retain_graph: bool) -> None:
-        """Write the update: shared parameters get the combined direction, task parameters ``Σ c_i ∇L_i``.
-
-        ``parts`` are the independent batches, the last one drawn last. With several batches the task
-        parameters get the mean over the batches (``"own"``), as in LibMTL's MoDo.
-        """
+    def _write(self, out: Output, parts: list[_Prepared], retain_graph: bool, scale: Tensor | None) -> None:
+        """Shared parameters get the combined direction, task parameters ``Σ c_i ∇L_i``; each batch's part
+        writes its share. With several batches the task parameters get the mean over the batches
+        (``"own"``), as in LibMTL's MoDo."""
         last = parts[-1]
-        losses, jac, diff_inputs = last.losses, last.jac, last.diff_inputs
-        selected = last.inputs.selected
-        tasks = self._task_params(losses)
-        k = losses.shape[0]
-        mode = self._resolved_mode()
-        # in loop/batched mode (and for closure methods) the Jacobian already holds the task columns
-        with_tasks = mode in ("loop", "batched")
+        k = last.losses.shape[0]
         name = type(self.method).__name__
+        n = len(parts)
         if out.direction is not None:
             if not self.method.needs.jacobian:
                 raise TypeError(f"{name} returned a direction without declaring Needs.jacobian")
-            if mode == "representation":
-                feat = diff_inputs[0]
-                torch.autograd.backward(
-                    feat, out.direction.view_as(feat).to(feat.dtype), inputs=self.shared, retain_graph=True
-                )
-            else:
-                accumulate_flat(self.shared, out.direction)
-            coeff = self._task_coefficients(k, selected, losses)
-            if jac is not None and with_tasks:
-                rows = coeff if selected is None else coeff[selected.to(coeff.device)]
-                self._accumulate_tasks(
-                    tasks, [rows.to(p.jac.dtype) @ p.jac[:, self._n_shared :] for p in parts], last.reached
-                )
-            else:
-                backward_weighted(losses, coeff, self._reached(tasks, last), retain_graph=retain_graph)
+            direction = out.direction if scale is None else out.direction * scale.to(out.direction.dtype)
+            last.part.write_direction(direction, retain_graph=True)
+            coeff = self._task_coefficients(k, last.inputs.selected, last.losses)
+            for p in parts:
+                p.part.write(None, coeff / n if n > 1 else coeff, retain_graph=retain_graph)
             return
         if out.weights is None:
             raise TypeError(f"{name}.combine returned neither weights nor a direction")
         extra = out.extra_weights or []
-        if len(extra) not in (0, len(parts) - 1):
-            raise ValueError(
-                f"{name} returned {len(extra)} extra weight vectors for {len(parts) - 1} extra batches"
-            )
-        all_weights: list[Tensor | None] = [*(extra or [None] * (len(parts) - 1)), out.weights]
+        if len(extra) not in (0, n - 1):
+            raise ValueError(f"{name} returned {len(extra)} extra weight vectors for {n - 1} extra batches")
+        none: list[Tensor | None] = [None] * (n - 1)
+        all_weights: list[Tensor | None] = [*(extra or none), out.weights]
         for w in all_weights:
             if w is not None and w.shape != (k,):
                 raise ValueError(f"{name} returned weights of shape {tuple(w.shape)}, expected ({k},)")
-        w = out.weights
-        own = self.task_grad == "own"
-        if jac is not None and with_tasks:
-            idx = None if selected is None else selected.to(w.device)
-            shared_dir = None
-            task_dirs = []
-            coeff = self._task_coefficients(k, selected, w)
-            for part, wb in zip(parts, all_weights, strict=True):
-                assert part.jac is not None
-                if wb is not None:
-                    rows = wb if idx is None else wb[idx]
-                    d = rows.to(part.jac.dtype) @ part.jac[:, : self._n_shared]
-                    shared_dir = d if shared_dir is None else shared_dir + d
-                c = coeff if own else wb
-                if c is not None:
-                    rows = c if idx is None else c[idx]
-                    task_dirs.append(rows.to(part.jac.dtype) @ part.jac[:, self._n_shared :])
-            assert shared_dir is not None
-            accumulate_flat(self.shared, shared_dir)
-            if own:
-                self._accumulate_tasks(tasks, task_dirs, last.reached)
-            elif task_dirs:
-                accumulate_flat(tasks, torch.stack(task_dirs).sum(0), only=last.reached)
-        elif own and tasks:
-            backward_weighted(losses, w, self.shared, retain_graph=True)
-            coeff = self._task_coefficients(k, selected, w)
-            backward_weighted(losses, coeff, self._reached(tasks, last), retain_graph=retain_graph)
-        else:
-            backward_weighted(losses, w, [*self.shared, *tasks], retain_graph=retain_graph)
-
-    @staticmethod
-    def _accumulate_tasks(tasks: list[Tensor], per_batch: list[Tensor], only: set[int] | None = None) -> None:
-        if not tasks or not per_batch:
-            return
-        total = per_batch[0] if len(per_batch) == 1 else torch.stack(per_batch).mean(0)
-        accumulate_flat(tasks, total, only=only)
-
-    @staticmethod
-    def _reached(tasks: list[Tensor], part: _Prepared) -> list[Tensor]:
-        """The task parameters that get a gradient: with a selection, only those the selected reach."""
-        return tasks if part.reached is None else [t for t in tasks if id(t) in part.reached]
+        own: Tensor | None = None
+        if self.task_grad == "own":
+            own = self._task_coefficients(k, last.inputs.selected, out.weights)
+            own = own if n == 1 else own / n
+        for p, wb in zip(parts, all_weights, strict=True):
+            p.part.write(wb, wb if own is None else own, retain_graph=retain_graph)
 
     def _combine(self, inputs: Inputs) -> Output:
         """The method's output; with K = 1 the single gradient passes through unchanged (weight 1),
@@ -417,33 +478,78 @@ class Balancer:
             info.cosines, info.grad_norms = _cosines(inputs.gramian)
         return info
 
+    def _wants_features(self) -> bool:
+        return isinstance(self._fixed, Representation)
+
     def _split(self, result: Any) -> tuple[Any, Tensor | None]:
         """``loss_fn`` returns the losses, or ``(losses, features)`` in representation mode."""
-        if self._resolved_mode() == "representation":
+        if self._wants_features():
             if not (isinstance(result, tuple) and len(result) == 2):
                 raise ValueError("in mode='representation', loss_fn must return (losses, features)")
             return result[0], result[1]
         return result, None
 
+    def _check_features(self, features: Tensor | None) -> None:
+        if self._wants_features() and features is None and self.method.needs.gradients:
+            raise ValueError("mode='representation' needs the shared features: backward(losses, features=z)")
+
+    def _overflow_write(self, prepared: _Prepared, retain_graph: bool) -> StepInfo:
+        """The scaled gradients overflowed: write them with unit weights (the scaler sees the Inf/NaN and
+        skips the optimiser step) without asking the method (its state stays as it was)."""
+        ones = torch.ones_like(prepared.inputs.losses)
+        prepared.part.write(ones, ones, retain_graph=retain_graph)
+        return StepInfo(losses=prepared.inputs.losses, skipped=True)
+
     # ------------------------------------------------------------------ public API
     def backward(
-        self, losses: Tensor | Sequence[Tensor], *, features: Tensor | None = None, retain_graph: bool = False
+        self,
+        losses: Tensor | Sequence[Tensor],
+        *,
+        features: Tensor | None = None,
+        retain_graph: bool = False,
+        scaler: torch.amp.GradScaler | None = None,
     ) -> StepInfo:
-        """Drop-in replacement for ``sum(losses).backward()`` (single-batch methods only)."""
+        """Drop-in replacement for ``sum(losses).backward()`` (single-batch methods only).
+
+        With a ``torch.amp.GradScaler`` (fp16 mixed precision) pass ``scaler=``: the losses are
+        differentiated scaled, the method sees the unscaled Gramian/Jacobian, and ``.grad`` receives
+        scaled gradients for ``scaler.step(optimizer)`` to unscale (and skip, after an overflow: the
+        step then returns ``StepInfo.skipped`` without calling the method).
+        """
         needs = self.method.needs
         if needs.batches > 1 or needs.closure:
             raise TypeError(
                 f"{type(self.method).__name__} needs {needs.batches} independent batches"
                 f"{' and a closure' if needs.closure else ''}: use Balancer.step(loss_fn, batches, optimizer)"
             )
-        vec, items = _as_loss_vector(losses)
-        prepared = self._inputs(vec, items, features, self._select(vec))
-        if prepared is None:
-            return StepInfo(losses=vec.detach(), skipped=True)
-        out = self._combine(prepared.inputs)
-        self._apply(out, [prepared], retain_graph)
-        self._last_losses = prepared.inputs.losses
-        return self._info(prepared.inputs, out)
+        try:
+            vec, items = _as_loss_vector(losses)
+            self._check_features(features)
+            scale = _loss_scale(scaler, vec)
+            prepared = self._prepare(
+                vec, items, features, self._select(vec), scale=scale, retain_graph=retain_graph
+            )
+            if prepared is None:
+                return StepInfo(losses=vec.detach(), skipped=True)
+            if scale is not None and self._overflowed(prepared):
+                return self._overflow_write(prepared, retain_graph)
+            out = self._combine(self._guarded(prepared.inputs, scale))
+            self._write(out, [prepared], retain_graph, scale)
+            self._last_losses = prepared.inputs.losses
+            return self._info(prepared.inputs, out)
+        finally:
+            self._finish()
+
+    @staticmethod
+    def _guarded(inputs: Inputs, scale: Tensor | None) -> Inputs:
+        """Under a scaler without the finite check: a non-finite Gramian reaches the method as the identity
+        (no sync; the written gradients still carry the Inf/NaN, so the scaler skips the step)."""
+        g = inputs.gramian
+        if scale is None or g is None:
+            return inputs
+        ok = torch.isfinite(g).all()
+        inputs.gramian = torch.where(ok, g, torch.eye(g.shape[0], dtype=g.dtype, device=g.device))
+        return inputs
 
     def _select(self, losses: Tensor) -> Tensor | None:
         k = int(losses.shape[0])
@@ -484,12 +590,14 @@ class Balancer:
         optimizer: torch.optim.Optimizer | None = None,
         *,
         zero_grad: bool = True,
+        scaler: torch.amp.GradScaler | None = None,
     ) -> StepInfo:
         """One full step for any method: draw batches, combine, step the optimiser, post-step update.
 
         ``loss_fn(batch)`` returns the K losses (or ``(losses, features)`` in representation mode);
         ``batches`` is an iterator (``next`` is called once per independent batch the method needs) or a
-        zero-argument callable returning a batch.
+        zero-argument callable returning a batch. With ``scaler=`` (fp16 ``GradScaler``) the gradients are
+        written scaled and the step is ``scaler.step(optimizer); scaler.update()``.
         """
         needs = self.method.needs
         if isinstance(batches, Iterator):
@@ -503,15 +611,39 @@ class Balancer:
             raise TypeError("batches must be an iterator (e.g. iter(loader)) or a callable returning a batch")
         if optimizer is not None and zero_grad:
             optimizer.zero_grad(set_to_none=True)
+        try:
+            info, batch, status = self._step(loss_fn, draw, needs, scaler)
+        finally:
+            self._finish()
+        if status == "nonfinite":  # nothing written: the optimiser does not step
+            return info
+        if optimizer is not None:
+            if scaler is not None:
+                scaler.step(optimizer)  # skips the update after an overflow
+                scaler.update()
+            else:
+                optimizer.step()
+            if needs.after_step and status == "ok":
+                with torch.no_grad():
+                    after, _ = self._split(loss_fn(batch))
+                self.update(after)
+        return info
+
+    def _step(
+        self, loss_fn: LossFn, draw: Callable[[], Any], needs: Any, scaler: Any
+    ) -> tuple[StepInfo, Any, str]:
         parts: list[_Prepared] = []
         selected: Tensor | None = None
         batch = None
+        scale: Tensor | None = None
         for b in range(needs.batches):
             batch = draw()
             losses, features = self._split(loss_fn(batch))
             vec, items = _as_loss_vector(losses)
+            self._check_features(features)
             if b == 0:
                 selected = self._select(vec)
+                scale = _loss_scale(scaler, vec)
             elif vec.shape != parts[0].losses.shape:
                 raise ValueError(
                     f"batch {b} gave {vec.shape[0]} losses, batch 0 gave {parts[0].losses.shape[0]}"
@@ -521,24 +653,24 @@ class Balancer:
                 result = self._split(loss_fn(batch))[0]
                 return _as_loss_vector(result, need_grad=torch.is_grad_enabled())[0]
 
-            prepared = self._inputs(vec, items, features, selected, refresh if needs.closure else None)
+            prepared = self._prepare(
+                vec, items, features, selected, refresh if needs.closure else None, scale
+            )
             if prepared is None:
-                return StepInfo(losses=vec.detach(), skipped=True)
+                return StepInfo(losses=vec.detach(), skipped=True), batch, "nonfinite"
             parts.append(prepared)
+            if scale is not None and self._overflowed(prepared):
+                for p in parts:
+                    self._overflow_write(p, retain_graph=False)
+                return StepInfo(losses=vec.detach(), skipped=True), batch, "overflow"
         inputs = parts[-1].inputs
         inputs.extra = [p.inputs for p in parts[:-1]]
-        out = self._combine(inputs)
+        out = self._combine(self._guarded(inputs, scale))
         if inputs.num_objectives == 1:
             parts = parts[-1:]
-        self._apply(out, parts, retain_graph=False)
+        self._write(out, parts, retain_graph=False, scale=scale)
         self._last_losses = inputs.losses
-        if optimizer is not None:
-            optimizer.step()
-            if needs.after_step:
-                with torch.no_grad():
-                    after, _ = self._split(loss_fn(batch))
-                self.update(after)
-        return self._info(inputs, out)
+        return self._info(inputs, out), batch, "ok"
 
     def state_dict(self) -> dict[str, Any]:
         return {"method": self.method.state_dict(), "skipped_steps": self.skipped_steps}
@@ -546,3 +678,19 @@ class Balancer:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.method.load_state_dict(state["method"])
         self.skipped_steps = int(state.get("skipped_steps", 0))
+
+
+_MODES: dict[str, Callable[[], Strategy] | None] = {
+    "auto": None,
+    "loop": LoopJacobian,
+    "batched": BatchedJacobian,
+    "gramian": LayerwiseGramian,
+    "representation": Representation,
+}
+_NAMED: dict[str, Callable[[], Strategy]] = {
+    "loss-only": LossOnly,
+    "closure": ClosureJacobian,
+    "loop": LoopJacobian,
+    "batched": BatchedJacobian,
+    "gramian": LayerwiseGramian,
+}

@@ -55,8 +55,9 @@ def test_bench_step_quick(tmp_path: Path) -> None:
     variants = {(r["model"], r["variant"]) for r in rows}
     for model in ("mlp", "conv"):
         assert (model, "EW") in variants
-        for mode in ("loop", "batched", "gramian", "representation"):
+        for mode in ("loop", "batched"):  # the floor: forward and the K per-objective gradients
             assert (model, f"grads/{mode}") in variants
+        for mode in ("auto", "loop", "batched", "gramian", "gramian-batched", "representation"):
             assert (model, f"MGDA/{mode}") in variants
         assert (model, "TorchJD MGDA") in variants
     assert all(r["K"] == "2" for r in rows)

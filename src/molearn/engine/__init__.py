@@ -1,15 +1,51 @@
-"""Per-objective gradients and writing combined directions back into ``.grad``: the only hot path."""
+"""Per-objective statistics and writing combined directions back into ``.grad``: the only hot path.
 
-from ._grads import flat_jacobian, gramian_blockwise, jacobian_batched, jacobian_loop
+:mod:`~molearn.engine._strategy` holds one class per way of computing them (``Balancer(mode=...)``),
+:mod:`~molearn.engine._layers` the per-layer Gramian, :mod:`~molearn.engine._auto` the rules of ``auto``.
+"""
+
+from ._auto import RULES, Situation, batched_passes, choose
+from ._grads import flat_jacobian, jacobian_batched, jacobian_loop
+from ._layers import LayerRecorder, describe_modules, external_uses
 from ._probe import Probe, perturbed
+from ._strategy import (
+    BatchedJacobian,
+    ClosureJacobian,
+    LayerwiseGramian,
+    LoopJacobian,
+    LossOnly,
+    Part,
+    Representation,
+    Request,
+    Strategy,
+    gram_dtype,
+    gramian_of,
+)
 from ._write import accumulate_flat, backward_weighted, leaves_from_nodes, objective_root, reachable_leaves
 
 __all__ = [
+    "RULES",
+    "BatchedJacobian",
+    "ClosureJacobian",
+    "LayerRecorder",
+    "LayerwiseGramian",
+    "LoopJacobian",
+    "LossOnly",
+    "Part",
     "Probe",
+    "Representation",
+    "Request",
+    "Situation",
+    "Strategy",
     "accumulate_flat",
     "backward_weighted",
+    "batched_passes",
+    "choose",
+    "describe_modules",
+    "external_uses",
     "flat_jacobian",
-    "gramian_blockwise",
+    "gram_dtype",
+    "gramian_of",
     "jacobian_batched",
     "jacobian_loop",
     "leaves_from_nodes",

@@ -36,8 +36,11 @@ def backward_weighted(
     """Accumulate ``∇ Σ_i w_i L_i`` into the ``.grad`` of ``inputs`` (one backward pass)."""
     if not inputs:
         return
-    total = (weights.to(losses.dtype).detach() * losses).sum()
-    torch.autograd.backward(total, inputs=list(inputs), retain_graph=retain_graph)
+    w = weights if weights.dtype == losses.dtype else weights.to(losses.dtype)
+    total = torch.dot(w.detach(), losses)
+    torch.autograd.backward(
+        total, inputs=inputs if isinstance(inputs, list) else list(inputs), retain_graph=retain_graph
+    )
 
 
 def reachable_leaves(roots: Iterable[Tensor]) -> list[Tensor]:
