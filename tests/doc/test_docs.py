@@ -24,6 +24,9 @@ FILES = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
 PYTHON = {"python", "py", "python3"}
 FENCE = re.compile(r"^(?P<indent> {0,3})(?P<fence>`{3,}|~{3,})\s*(?P<info>[^`]*)$")
 MARKER = re.compile(r"^\s*<!--\s*docs-test:\s*(?P<what>skip|slow)\b\s*(?P<why>.*?)\s*-->\s*$")
+# A block that is a user's module (``<!-- tutorial: name.py -->`` above it) runs as that module is imported,
+# ``__name__ == "name"``: its ``if __name__ == "__main__":`` part is the long run the docs describe.
+MODULE = re.compile(r"^\s*<!--\s*tutorial:\s*(?P<file>[\w.]+)\.py\s*-->\s*$")
 
 # Files whose python blocks are known not to run, with the reason. Their blocks are xfail(strict=True): once
 # they run (or the file goes), the entry must go.
@@ -40,6 +43,7 @@ class Block:
     code: str
     marker: str | None  # "skip" or "slow"
     reason: str
+    module: str = "__main__"  # the __name__ the block runs under
 
     @property
     def file(self) -> str:
@@ -70,8 +74,10 @@ def blocks(path: Path) -> list[Block]:
         body = [line[indent:] if line[:indent].isspace() else line for line in lines[i + 1:end]]
         above = next((lines[k] for k in range(i - 1, -1, -1) if lines[k].strip()), "")
         marker = MARKER.match(above)
+        module = MODULE.match(above)
+        name = module["file"] if module else "__main__"
         out.append(Block(path, i + 1, lang, "\n".join(body) + "\n", marker["what"] if marker else None,
-                         marker["why"].strip(" ()") if marker else ""))
+                         marker["why"].strip(" ()") if marker else "", name))
         i = end + 1
     return out
 
@@ -94,7 +100,7 @@ def _param(block: Block):
 @pytest.mark.parametrize("block", [_param(b) for b in RUNNABLE])
 def test_python_block_runs_alone(block: Block, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
-    namespace: dict[str, object] = {"__name__": "__main__"}
+    namespace: dict[str, object] = {"__name__": block.module}
     try:
         exec(compile(block.code, block.id, "exec"), namespace)
     except Exception as exc:  # pragma: no cover - the failure message is the point
