@@ -53,12 +53,14 @@ def leaves_from_nodes(nodes: Iterable[Any]) -> list[Tensor]:
     seen: set[int] = set()
     leaves: list[Tensor] = []
     stack = list(nodes)
-    visited: set[int] = set()
+    # the nodes themselves, not their ids: a node's Python wrapper may be created on access and freed
+    # afterwards (torch < 2.4), and a freed wrapper's id can be reused by another node
+    visited: set[Any] = set()
     while stack:
         node = stack.pop()
-        if node is None or id(node) in visited:
+        if node is None or node in visited:
             continue
-        visited.add(id(node))
+        visited.add(node)
         var = getattr(node, "variable", None)
         if var is not None and id(var) not in seen:
             seen.add(id(var))
