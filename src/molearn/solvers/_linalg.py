@@ -1,0 +1,116 @@
+r"""Symmetric eigen-decomposition without a host synchronisation.
+
+``torch.linalg.eigh`` checks the solver's error code on the host after every call (there is no
+``eigh_ex``), which synchronises a GPU stream and cannot be captured in a CUDA graph. :func:`eigh`
+therefore uses LAPACK's ``eigh`` on the CPU only (fast, and a CPU has nothing to synchronise with) and
+a fixed-shape cyclic Jacobi method everywhere else (:func:`jacobi_eigh`): ``sweeps`` sweeps of the
+round-robin ("chess tournament", Brent & Luk 1985) ordering, each made of K−1 rounds of K/2 disjoint
+plane rotations applied at once as one orthogonal matrix. The classical rotation (Golub & Van Loan,
+Alg. 8.5.2) zeroes each pivot exactly; convergence is quadratic once the off-diagonal part is small
+(6-8 sweeps to double precision for K ≤ 64 in our tests; :func:`default_sweeps` runs one or two
+more). Odd K is padded with one
+decoupled index, removed at the end.
+
+:func:`sync_free_paths` forces the GPU path on the CPU (for tests).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from functools import lru_cache
+
+import torch
+from torch import Tensor
+
+from ._consts import eye
+
+_FORCE = False
+
+
+@contextlib.contextmanager
+def sync_free_paths() -> Iterator[None]:
+    """Within the block, the solvers take their GPU (sync-free) code paths on the CPU too."""
+    global _FORCE
+    old, _FORCE = _FORCE, True
+    try:
+        yield
+    finally:
+        _FORCE = old
+
+
+def use_lapack(x: Tensor) -> bool:
+    """Whether ``x`` may use host-checked LAPACK routines (CPU tensors, unless forced otherwise)."""
+    return x.device.type == "cpu" and not _FORCE
+
+
+@lru_cache(maxsize=64)
+def _schedule(n: int, device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
+    """Round-robin pairs for even ``n``: rows and columns of the 4 non-identity entries of each round's
+    rotation (n-1, 2n) and the pair indices (n-1, n/2) × 2 stacked as (2, n-1, n/2)."""
+    players = list(range(n))
+    ps, qs = [], []
+    for _ in range(n - 1):
+        half = n // 2
+        p = [min(players[i], players[n - 1 - i]) for i in range(half)]
+        q = [max(players[i], players[n - 1 - i]) for i in range(half)]
+        ps.append(p)
+        qs.append(q)
+        players = [players[0], players[-1], *players[1:-1]]
+    pq = torch.tensor([ps, qs], dtype=torch.int64)  # (2, n-1, n/2)
+    rows = torch.cat([pq[0], pq[1], pq[0], pq[1]], -1)  # entries (p,p) (q,q) (p,q) (q,p)
+    cols = torch.cat([pq[0], pq[1], pq[1], pq[0]], -1)
+    return rows.to(device), cols.to(device), pq.to(device)
+
+
+def default_sweeps(k: int) -> int:
+    """Jacobi sweeps used for K×K matrices (double precision reached in our tests with one to spare)."""
+    return 5 if k <= 4 else 7 if k <= 8 else 9 if k <= 16 else 10
+
+
+def jacobi_eigh(a: Tensor, *, sweeps: int | None = None) -> tuple[Tensor, Tensor]:
+    """Eigenvalues (ascending) and eigenvectors (columns) of symmetric ``a`` (..., K, K), like
+    ``torch.linalg.eigh``, by the cyclic Jacobi method (module docstring); fixed shape, sync-free.
+    ``sweeps`` defaults to :func:`default_sweeps`."""
+    k = a.shape[-1]
+    if sweeps is None:
+        sweeps = default_sweeps(k)
+    batch = a.shape[:-2]
+    a = (a + a.mT) / 2
+    n = k + (k % 2)
+    if n != k:  # pad with one decoupled index (its rotations have angle 0)
+        a = torch.nn.functional.pad(a, (0, 1, 0, 1))
+    if k <= 1:
+        return a.diagonal(dim1=-2, dim2=-1)[..., :k], eye(k, a.device, a.dtype).expand(*batch, k, k).clone()
+    rows, cols, pq = _schedule(n, a.device)
+    ident = eye(n, a.device, a.dtype)
+    v = ident.expand(*batch, n, n).clone()
+    for _ in range(sweeps):
+        for r in range(n - 1):
+            p, q = pq[0, r], pq[1, r]
+            app = a[..., p, p]
+            aqq = a[..., q, q]
+            apq = a[..., p, q]
+            # classical Jacobi rotation zeroing a_pq: t = sign(θ)/(|θ| + √(θ²+1)), θ = (a_qq - a_pp)/(2 a_pq)
+            nz = apq != 0
+            theta = (aqq - app) / (2 * torch.where(nz, apq, 1.0))
+            t = torch.where(theta >= 0, 1.0, -1.0) / (theta.abs() + (theta * theta + 1).sqrt())
+            t = torch.where(nz, t, 0.0)
+            c = (t * t + 1).rsqrt()
+            s = t * c
+            rot = ident.expand(*batch, n, n).clone()
+            rot[..., rows[r], cols[r]] = torch.cat([c, c, s, -s], -1)
+            a = rot.mT @ a @ rot
+            v = v @ rot
+    lam = a.diagonal(dim1=-2, dim2=-1)
+    if n != k:
+        lam, v = lam[..., :k], v[..., :k, :k]
+    order = lam.argsort(-1)
+    return lam.gather(-1, order), v.gather(-1, order.unsqueeze(-2).expand(*batch, k, k))
+
+
+def eigh(a: Tensor) -> tuple[Tensor, Tensor]:
+    """``torch.linalg.eigh`` on the CPU, :func:`jacobi_eigh` elsewhere (no host synchronisation)."""
+    if use_lapack(a):
+        return torch.linalg.eigh(a)
+    return jacobi_eigh(a)
