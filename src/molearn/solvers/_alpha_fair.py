@@ -67,8 +67,10 @@ def alpha_fair(gramian: Tensor, alpha: float, *, iters: int = 12, fallback_tol: 
 
 @lru_cache(maxsize=64)
 def _start_exponents(alpha: float, device: torch.device) -> Tensor:
-    """The exponents of the two closed-form starts, (2, 1) float64 on ``device`` (created once)."""
-    return torch.tensor([[alpha / (alpha + 1.0)], [min(alpha, 2.0)]], dtype=torch.float64).to(device)
+    """The exponents of the two closed-form starts, (2, 1) float64 on ``device`` (created once, on the
+    device: no host-to-device copy)."""
+    first = torch.full((1, 1), alpha / (alpha + 1.0), dtype=torch.float64, device=device)
+    return torch.cat([first, torch.full((1, 1), min(alpha, 2.0), dtype=torch.float64, device=device)])
 
 
 def alpha_fair_with_residual(

@@ -46,21 +46,19 @@ def use_lapack(x: Tensor) -> bool:
 
 @lru_cache(maxsize=64)
 def _schedule(n: int, device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
-    """Round-robin pairs for even ``n``: rows and columns of the 4 non-identity entries of each round's
-    rotation (n-1, 2n) and the pair indices (n-1, n/2) × 2 stacked as (2, n-1, n/2)."""
-    players = list(range(n))
-    ps, qs = [], []
-    for _ in range(n - 1):
-        half = n // 2
-        p = [min(players[i], players[n - 1 - i]) for i in range(half)]
-        q = [max(players[i], players[n - 1 - i]) for i in range(half)]
-        ps.append(p)
-        qs.append(q)
-        players = [players[0], players[-1], *players[1:-1]]
-    pq = torch.tensor([ps, qs], dtype=torch.int64)  # (2, n-1, n/2)
+    """Round-robin pairs for even ``n``, built on the device: round ``r`` pairs ``r`` with ``n - 1`` and
+    ``(r + i) mod (n-1)`` with ``(r - i) mod (n-1)`` for ``i = 1 … n/2 - 1`` (every pair once over the
+    ``n - 1`` rounds). Returns the rows and columns of the 4 non-identity entries of each round's
+    rotation (n-1, 2n) and the pairs (2, n-1, n/2), ``p < q``."""
+    m = n - 1
+    r = torch.arange(m, device=device).unsqueeze(-1)
+    i = torch.arange(1, n // 2, device=device)
+    a = torch.cat([r, (r + i) % m], -1)
+    b = torch.cat([torch.full_like(r, m), (r - i) % m], -1)
+    pq = torch.stack([torch.minimum(a, b), torch.maximum(a, b)])  # (2, n-1, n/2)
     rows = torch.cat([pq[0], pq[1], pq[0], pq[1]], -1)  # entries (p,p) (q,q) (p,q) (q,p)
     cols = torch.cat([pq[0], pq[1], pq[1], pq[0]], -1)
-    return rows.to(device), cols.to(device), pq.to(device)
+    return rows, cols, pq
 
 
 def default_sweeps(k: int) -> int:
