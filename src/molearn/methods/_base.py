@@ -29,7 +29,6 @@ def _without_grad(fn: _F) -> _F:
     return wrapped  # type: ignore[return-value]
 
 
-
 @dataclass(frozen=True)
 class Needs:
     """What a method asks the engine for (the engine provides exactly that and nothing more).

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Sequence
 from typing import ClassVar
 
 import torch
 from torch import Tensor
 
+from ..solvers._consts import combinations
+from ..solvers._linalg import solve_ex
 from ._base import Inputs, Method, Needs, Output, TaskGrad, check_gramian
 from ._preference import PrefLike, check_pref, resolve_pref
 
@@ -98,16 +99,9 @@ class EPO(Method):
 
 
 _MAX_SYSTEMS = 1 << 18
-_COMBOS: dict[tuple[int, str], Tensor] = {}
-
-
 def _combinations(k: int, device: torch.device) -> Tensor:
     """Every choice of K−1 active inequalities among the 2K+1 of the LPs, shape (M, K−1)."""
-    key = (k, str(device))
-    if key not in _COMBOS:
-        rows = list(itertools.combinations(range(2 * k + 1), k - 1))
-        _COMBOS[key] = torch.tensor(rows, dtype=torch.long).reshape(len(rows), k - 1).to(device)
-    return _COMBOS[key]
+    return combinations(2 * k + 1, k - 1, device)
 
 
 def epo_weights(
@@ -157,7 +151,7 @@ def epo_weights(
     ones = torch.ones(n, m_c, 1, k, dtype=torch.float64, device=dev)
     m = torch.cat([a_rows[:, combos], ones], dim=2)  # (N, M, K, K)
     rhs = torch.cat([b[:, combos], ones[..., 0]], dim=2)  # (N, M, K)
-    alpha, _ = torch.linalg.solve_ex(m, rhs)
+    alpha, _ = solve_ex(m, rhs)
     finite = torch.isfinite(alpha).all(dim=2)
     alpha = torch.where(finite.unsqueeze(2), alpha, torch.zeros_like(alpha))
     tol = 1e-9 * (1 + b.abs()).unsqueeze(1)

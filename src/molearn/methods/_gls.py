@@ -24,8 +24,8 @@ class GLS(Method):
     :class:`ValueError` (this input check reads the losses on the host: one synchronisation per step
     on a GPU); with ``validate=False`` the losses are floored at ``eps`` in the weights instead (no
     sync; a loss at 0 then gets a very large weight). The default ``validate=None`` checks losses that
-    live on the CPU (nothing to synchronise) and floors the others, so that a GPU step never syncs. One backward pass (``task_grad="weighted"``). K = 1: the
-    weight is exactly 1.
+    live on the CPU (nothing to synchronise) and floors the others, so that a GPU step never syncs.
+    One backward pass (``task_grad="weighted"``). K = 1: the weight is exactly 1.
     """
 
     needs: ClassVar[Needs] = Needs()

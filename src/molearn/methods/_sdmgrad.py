@@ -8,6 +8,7 @@ import torch
 from torch import Tensor
 
 from ..solvers import kkt_residual_min_norm, min_norm, project_simplex
+from ..solvers._linalg import eigh
 from ._base import Inputs, Method, Needs, Output, check_gramian, check_jacobian
 
 Solver = Literal["official", "exact"]
@@ -52,7 +53,7 @@ def _direction_gramian(a: Tensor, lamda: float) -> Tensor:
 
 
 def _psd_part(a: Tensor) -> Tensor:
-    evals, evecs = torch.linalg.eigh(a)
+    evals, evecs = eigh(a)  # LAPACK on the CPU, sync-free Jacobi elsewhere
     return (evecs * evals.clamp_min(0).unsqueeze(-2)) @ evecs.transpose(-1, -2)
 
 
@@ -284,8 +285,8 @@ class SDMGradOS(SDMGrad):
         gen = self._gen()
         while True:  # host-side draw (before any backward pass); P(empty) = (1 - p)^K < 1
             mask = torch.rand(k, generator=gen, dtype=torch.float64, device=gen.device) < p
-            if bool(mask.any()):
-                return mask.nonzero().flatten().cpu()
+            if bool(mask.any()):  # sync: select() draws on the host by design (CPU generator, no device)
+                return mask.nonzero().flatten().cpu()  # sync: as above (a CPU index, before any backward)
 
     def state_dict(self) -> dict[str, Any]:
         state = super().state_dict()

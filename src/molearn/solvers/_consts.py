@@ -7,6 +7,7 @@ CUDA graph. The returned tensors are shared: never modify them in place.
 
 from __future__ import annotations
 
+import math
 from functools import lru_cache
 
 import torch
@@ -50,3 +51,29 @@ def subset_masks(k: int, device: torch.device) -> tuple[Tensor, Tensor]:
 def neg_mask(k: int, device: torch.device, dtype: torch.dtype) -> Tensor:
     """``-1`` where the subset of :func:`subset_masks` holds the index, else 0: (2^K, K, 1)."""
     return -subset_masks(k, device)[0].unsqueeze(-1).to(dtype)
+
+
+@lru_cache(maxsize=64)
+def combinations(n: int, r: int, device: torch.device) -> Tensor:
+    """``itertools.combinations(range(n), r)`` as a (C(n, r), r) int64 tensor, built on the device (no
+    host-to-device copy): the ``n``-bit codes with ``r`` bits set (bit ``n-1-i`` for index ``i``), in
+    decreasing order, which is the lexicographic order of the index tuples."""
+    count = math.comb(n, r)
+    if r == 0:
+        return torch.zeros(1, 0, dtype=torch.int64, device=device)
+    codes = torch.arange(2**n, device=device)
+    shifts = torch.arange(n - 1, -1, -1, device=device)  # column i: bit n-1-i, i.e. index i
+    members = ((codes.unsqueeze(-1) >> shifts) & 1).to(torch.uint8)  # (2^n, n)
+    key = torch.where(members.sum(-1) == r, codes, -1)
+    top = key.topk(count).indices  # decreasing codes
+    chosen = members[top]  # (C, n), in index order
+    # the positions of the r members, increasing (a stable sort puts the members first, in order)
+    return torch.argsort(1 - chosen.to(torch.int8), dim=-1, stable=True)[:, :r]
+
+
+def on_device(values: tuple[float, ...], device: torch.device, dtype: torch.dtype) -> Tensor:
+    """A 1-D tensor of the Python numbers ``values`` made on ``device`` by fill kernels, without a
+    host-to-device copy (which synchronises a GPU stream): for constants set once per device."""
+    if not values:
+        return torch.zeros(0, device=device, dtype=dtype)
+    return torch.stack([torch.full((), v, device=device, dtype=dtype) for v in values])

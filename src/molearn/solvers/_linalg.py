@@ -112,3 +112,36 @@ def eigh(a: Tensor) -> tuple[Tensor, Tensor]:
     if use_lapack(a):
         return torch.linalg.eigh(a)
     return jacobi_eigh(a)
+
+
+def gauss_jordan_solve(a: Tensor, b: Tensor) -> Tensor:
+    """``a⁻¹ b`` for square ``a`` (..., n, n) and ``b`` (..., n, m) by Gauss-Jordan elimination with
+    partial pivoting in fixed-shape tensor operations (n steps; no host synchronisation). A singular
+    system gives non-finite entries."""
+    n = a.shape[-1]
+    batch = torch.broadcast_shapes(a.shape[:-2], b.shape[:-2])
+    aug = torch.cat([a.expand(*batch, n, n), b.expand(*batch, n, b.shape[-1])], -1)
+    rows = torch.arange(n, device=a.device)
+    for j in range(n):
+        col = torch.where(rows >= j, aug[..., :, j].abs(), -1.0)
+        p = col.argmax(-1, keepdim=True)  # (..., 1)
+        # swap rows j and p
+        perm = torch.where(rows == j, p, torch.where(rows == p, j, rows))
+        aug = aug.gather(-2, perm.unsqueeze(-1).expand(aug.shape))
+        pivot_row = aug[..., j : j + 1, :] / aug[..., j : j + 1, j : j + 1]
+        aug = torch.where((rows == j).unsqueeze(-1), pivot_row, aug - aug[..., :, j : j + 1] * pivot_row)
+    return aug[..., :, n:]
+
+
+def solve_ex(a: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
+    """``torch.linalg.solve_ex`` on the CPU; elsewhere :func:`gauss_jordan_solve` (LU with a host-side
+    check or MAGMA's hybrid code may run on a GPU). Returns ``(x, info)`` (``info`` all zeros off the CPU:
+    singular systems give non-finite ``x`` there)."""
+    if use_lapack(a):
+        return torch.linalg.solve_ex(a, b)
+    vector = b.dim() == 1 or (b.dim() == a.dim() - 1 and b.shape == a.shape[:-1])  # torch's rule
+    x = gauss_jordan_solve(a, b.unsqueeze(-1) if vector else b)
+    if vector:
+        x = x.squeeze(-1)
+    batch = x.shape[:-1] if vector else x.shape[:-2]
+    return x, torch.zeros(batch, dtype=torch.int32, device=x.device)
