@@ -157,7 +157,8 @@ class SAMO(Method):
         if self._layers is None or self._layers[0] != key:
             # sync: built on the host once per parameter layout (cached), then copied to the device
             index = torch.repeat_interleave(
-                torch.arange(len(sizes)), torch.tensor(sizes, dtype=torch.long)
+                torch.arange(len(sizes)),
+                torch.tensor(sizes, dtype=torch.long),  # sync: once per layout
             )  # sync: see above
             self._layers = (key, index.to(device))
         return self._layers[1]

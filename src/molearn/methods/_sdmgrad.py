@@ -204,7 +204,10 @@ class SDMGrad(Method):
                 w0 = w0.to(device=a.device, dtype=torch.float64)
             w = self._solve_official(a, w0)
             if self.warm_start:
-                self._w = w
+                if self._w is not None and self._w.shape == w.shape and self._w.device == w.device:
+                    self._w.copy_(w)  # in place (CUDA-graph friendly)
+                else:
+                    self._w = w.clone()
         info = {"w": w, "residual": kkt_residual_min_norm(_direction_gramian(sym, self.lamda), w)}
         scale = float(k) if self.scale == "K" else float(self.scale)
         v = (w + self.lamda / m) * (scale / (1.0 + self.lamda))

@@ -77,3 +77,11 @@ def on_device(values: tuple[float, ...], device: torch.device, dtype: torch.dtyp
     if not values:
         return torch.zeros(0, device=device, dtype=dtype)
     return torch.stack([torch.full((), v, device=device, dtype=dtype) for v in values])
+
+
+def device_scalar(value: Tensor | float, device: torch.device) -> Tensor:
+    """A 0-d float64 tensor on ``device``: ``value`` itself when it already is one there, else made by a
+    fill kernel (a Python number: no host-to-device copy) or moved (a tensor on another device)."""
+    if isinstance(value, Tensor):
+        return value if value.device == device else value.to(device=device, dtype=torch.float64)
+    return torch.full((), value, dtype=torch.float64, device=device)
