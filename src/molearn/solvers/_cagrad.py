@@ -80,12 +80,15 @@ def _enumerate(a: Tensor, b: Tensor, r: Tensor) -> tuple[Tensor, Tensor]:
     # multipliers b + (r/n) A w - μ with r/n = √Δ: zero on S, ≥ 0 off S at the minimiser
     mult = bb + sq * (w @ a) - mu
     score = torch.minimum(w, torch.where(masks, -mult.abs(), mult)).amin(-1)  # (..., S)
+    # 𝟙ᵀw = 1 holds by construction: a violation exposes the garbage of a numerically singular block
+    score = torch.minimum(score, -(w.sum(-1) - 1.0).abs())
     score = torch.where((disc > 0).squeeze(-1) & masks.any(-1), score, -torch.inf)
     score = torch.nan_to_num(score, nan=-torch.inf)
     best = score.argmax(-1, keepdim=True)  # (..., 1)
     w_best = w.gather(-2, best.unsqueeze(-1).expand(*best.shape, k)).squeeze(-2)
     found = score.gather(-1, best) >= -_KKT_TOL
-    return w_best.clamp_min(0), found
+    w_best = w_best.clamp_min(0)
+    return w_best / w_best.sum(-1, keepdim=True).clamp_min(torch.finfo(a.dtype).tiny), found
 
 
 def cagrad_dual(gramian: Tensor, c: float, *, iters: int = 30, solver: CAGradSolver = "auto") -> Tensor:
@@ -195,12 +198,16 @@ def cagrad_weights(
     * ``c ≥ 1``: the constrained problem :math:`\max_d \min_i g_i^\top d` s.t.
       :math:`\|d - g_0\| \le c\|g_0\|` has the value 0, attained at ``d = 0`` (the ball contains 0),
       and every ``d`` conflicts with some objective or is orthogonal to all of them: the weights are 0.
-      Detected when no support satisfies the KKT conditions (enumeration) or when
-      :math:`\|g_w\| \le 10\sqrt{K \epsilon}` relative to :math:`\sqrt{\text{mean}\ \|g_i\|^2}`
-      (ε of the Gramian's dtype: the size of :math:`\|g_w\|` that the rounding of a Gramian in that
-      precision can produce at a stationary point). The official code (and molearn before) returned
+      Detected when no support satisfies the KKT conditions (enumeration), or when
+      :math:`\|g_w\|` or the dual value :math:`f^\star` (≥ 0 for ``c ≥ 1``, 0 exactly at a stationary
+      point) is at most :math:`10\sqrt{K \epsilon}` relative to the mean :math:`\|g_i\|^2`
+      (ε of the Gramian's dtype: the size that the rounding of a Gramian in that precision can produce
+      at a stationary point). The official code (and molearn before) returned
       the conflicting mean gradient there.
-    * ``c < 1``: ``d = g0`` (the official code's limit ``g_w → 0``; the ball does not contain 0).
+    * ``c < 1``: ``d = g0`` (the official code's limit ``g_w → 0``; the ball does not contain 0). This
+      is not the primal optimum there (which moves g0 off the gradients it conflicts with), but it is
+      what the official code converges to; it happens only when 0 is exactly in the convex hull and no
+      combination of the gradients points far enough against g0 (e.g. exactly opposite gradients).
 
     All-zero gradients give ``d = 0``.
     """
@@ -218,10 +225,8 @@ def cagrad_weights(
     stationary = gw_norm <= 10.0 * (k * eps) ** 0.5
     if found is not None:
         stationary = stationary | ~found
-    if c >= 1:
-        out = torch.where(stationary, 0.0, out)
-    elif found is not None:
-        out = torch.where(found, out, 1.0 / k)
+    # c ≥ 1: d = 0; c < 1: the official limit d = g0 (also where g_w is only rounding noise)
+    out = torch.where(stationary, 0.0 if c >= 1 else 1.0 / k, out)
     if rescale == 1:
         out = out / (1.0 + c * c)
     elif rescale == 2:
