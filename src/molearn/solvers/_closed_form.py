@@ -72,7 +72,9 @@ def imtl_g_weights(gramian: Tensor, *, rtol: float | None = None) -> Tensor:
     :math:`\alpha_1 = 1-\sum_{j\ge2}\alpha_j` (both solve the same K linear equations); for singular
     :math:`G` the pseudo-inverse gives the least-squares solution (TorchJD's generalisation) instead of
     the official code's ``+1e-8·I`` regularisation. If :math:`|\mathbb 1^\top G^{+} n|` vanishes
-    (relative to :math:`\|G^{+}n\|_1`) the constraint is infeasible and the weights are 0.
+    (below ``rtol`` times its natural size :math:`K \max_i n_i / \lambda_{min}`, the smallest kept
+    eigenvalue) the constraint is infeasible (or only rounding noise is left, e.g. when n is orthogonal
+    to the range of G) and the weights are 0.
     """
     k = gramian.shape[-1]
     tol = k * _eps(gramian.dtype) if rtol is None else rtol
@@ -82,7 +84,9 @@ def imtl_g_weights(gramian: Tensor, *, rtol: float | None = None) -> Tensor:
     coef = torch.where(mask, (n.unsqueeze(-2) @ vec).squeeze(-2) / lam, 0.0)
     v = (vec @ coef.unsqueeze(-1)).squeeze(-1)
     s = v.sum(-1, keepdim=True)
-    ok = s.abs() > tol * v.abs().sum(-1, keepdim=True)
+    # |𝟙ᵀG⁺n| against its natural size K·max(n)/λ_min (rounding noise, e.g. n ⟂ range(G), stays far below)
+    lam_min = torch.where(mask, lam, torch.inf).amin(-1, keepdim=True)
+    ok = s.abs() * lam_min > tol * k * n.amax(-1, keepdim=True)
     return torch.where(ok, v / s, 0.0)
 
 
