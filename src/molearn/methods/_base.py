@@ -172,8 +172,9 @@ def as_float64(x: Tensor) -> Tensor:
 
 
 def _all_subclasses(cls: type) -> list[type]:
-    out = []
-    for sub in cls.__subclasses__():
+    out: list[type] = []
+    subs: list[type] = cls.__subclasses__()
+    for sub in subs:
         out.append(sub)
         out.extend(_all_subclasses(sub))
     return out

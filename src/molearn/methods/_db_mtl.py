@@ -38,6 +38,8 @@ class DBMTL(Method):
     """
 
     needs: ClassVar[Needs] = Needs(jacobian=True)
+    _buffer: Tensor | None
+    _step: Tensor | int
 
     def __init__(self, beta: float = 0.9, beta_sigma: float = 0.0) -> None:
         if not 0.0 <= beta <= 1.0:
@@ -83,5 +85,5 @@ class DBMTL(Method):
         self._step = torch.as_tensor(state["step"], dtype=torch.float64).clone()  # an int or a 0-d tensor
 
     def reset(self) -> None:
-        self._buffer: Tensor | None = None
-        self._step: Tensor | int = 0
+        self._buffer = None
+        self._step = 0

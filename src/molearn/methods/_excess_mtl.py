@@ -42,6 +42,9 @@ class ExcessMTL(Method):
     """
 
     needs: ClassVar[Needs] = Needs(jacobian=True)
+    _sq_sum: Tensor | None
+    _log_w: Tensor | None
+    _baseline: Tensor | None
     task_grad: ClassVar[TaskGrad] = "weighted"
 
     def __init__(self, robust_step_size: float = 1e-2) -> None:
@@ -103,6 +106,6 @@ class ExcessMTL(Method):
             self._baseline = state["baseline"].detach().clone().to(torch.float64)
 
     def reset(self) -> None:
-        self._sq_sum: Tensor | None = None
-        self._log_w: Tensor | None = None
-        self._baseline: Tensor | None = None
+        self._sq_sum = None
+        self._log_w = None
+        self._baseline = None

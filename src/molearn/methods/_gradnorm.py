@@ -38,6 +38,7 @@ class GradNorm(Method):
     """
 
     needs: ClassVar[Needs] = Needs(gramian=True)
+    _loss_sum: Tensor | None
     task_grad: ClassVar[TaskGrad] = "weighted"
 
     def __init__(
@@ -111,5 +112,5 @@ class GradNorm(Method):
 
     def reset(self) -> None:
         self._adam = Adam(self.lr, self.betas, self.eps)
-        self._loss_sum: Tensor | None = None
+        self._loss_sum = None
         self._seen = 0

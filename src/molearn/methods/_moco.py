@@ -84,6 +84,7 @@ class MoCo(Method):
     """
 
     needs: ClassVar[Needs] = Needs(jacobian=True)
+    _step: Tensor | int
 
     def __init__(
         self,

@@ -60,7 +60,7 @@ class NashMTL(Method):
         stale = self._alpha is None or self._alpha.shape != (k,) or self._alpha.device != g.device
         if stale or self._step % self.update_weights_every == 0:
             alpha, residual = alpha_fair_with_residual(g, 1.0, iters=self.optim_niter)
-            if stale or self._residual is None:
+            if stale or self._alpha is None or self._residual is None:
                 self._alpha, self._residual = alpha, residual
             else:  # in place: the state tensors stay the same objects (CUDA-graph friendly)
                 self._alpha.copy_(alpha)
