@@ -1,12 +1,13 @@
 """Adam on a method's own small parameter vector (FAMO logits, UW/IMTL-L log-scales, GradNorm logits).
 
 The official codes step these parameters with ``torch.optim.Adam``; this is the same update in float64,
-held as plain tensors so that it is sync-free (the step count is a Python int) and checkpointable.
+held as plain tensors so that it is sync-free and checkpointable. Every tensor, the step count
+included, lives on the parameter's device and is updated in place, so a captured CUDA graph replays the
+same sequence of steps as eager calls.
 """
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
@@ -29,47 +30,48 @@ class Adam:
         self.param: Tensor | None = None
         self.m: Tensor | None = None
         self.v: Tensor | None = None
-        self.t = 0
+        self.t: Tensor | None = None  # the step count, a 0-d float64 tensor on the parameter's device
 
     def init(self, value: Tensor) -> Tensor:
         """Start from ``value`` (moments zero); returns the parameter."""
         self.param = value.to(torch.float64).clone()
         self.m = torch.zeros_like(self.param)
         self.v = torch.zeros_like(self.param)
-        self.t = 0
+        self.t = torch.zeros((), dtype=torch.float64, device=self.param.device)
         return self.param
 
     def to(self, device: torch.device) -> Tensor:
-        """Move the parameter and moments to ``device``; returns the parameter."""
-        assert self.param is not None and self.m is not None and self.v is not None
+        """Move the state to ``device`` (new tensors only when the device changes); returns the parameter."""
+        assert self.param is not None and self.m is not None and self.v is not None and self.t is not None
         if self.param.device != device:
             self.param, self.m, self.v = self.param.to(device), self.m.to(device), self.v.to(device)
+            self.t = self.t.to(device)
         return self.param
 
     def step(self, grad: Tensor) -> Tensor:
-        """One descent step along ``grad``; returns the new parameter."""
-        assert self.param is not None and self.m is not None and self.v is not None
+        """One descent step along ``grad``, in place; returns the parameter."""
+        assert self.param is not None and self.m is not None and self.v is not None and self.t is not None
         b1, b2 = self.betas
-        self.t += 1
+        self.t.add_(1.0)
         grad = grad.to(torch.float64) + self.weight_decay * self.param
-        self.m = b1 * self.m + (1.0 - b1) * grad
-        self.v = b2 * self.v + (1.0 - b2) * grad * grad
-        denom = self.v.sqrt() / math.sqrt(1.0 - b2**self.t) + self.eps
-        self.param = self.param - (self.lr / (1.0 - b1**self.t)) * self.m / denom
+        self.m.mul_(b1).add_(grad, alpha=1.0 - b1)
+        self.v.mul_(b2).addcmul_(grad, grad, value=1.0 - b2)
+        denom = self.v.sqrt() / (1.0 - torch.pow(b2, self.t)).sqrt() + self.eps
+        self.param.sub_(self.lr / (1.0 - torch.pow(b1, self.t)) * self.m / denom)
         return self.param
 
     def state_dict(self) -> dict[str, Any]:
         if self.param is None:
             return {}
-        assert self.m is not None and self.v is not None
-        return {"param": self.param.clone(), "m": self.m.clone(), "v": self.v.clone(), "t": self.t}
+        assert self.m is not None and self.v is not None and self.t is not None
+        return {"param": self.param.clone(), "m": self.m.clone(), "v": self.v.clone(), "t": self.t.clone()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if not state:
-            self.param = self.m = self.v = None
-            self.t = 0
+            self.param = self.m = self.v = self.t = None
             return
         self.param = torch.as_tensor(state["param"]).to(torch.float64).clone()
         self.m = torch.as_tensor(state["m"]).to(torch.float64).clone()
         self.v = torch.as_tensor(state["v"]).to(torch.float64).clone()
-        self.t = int(state["t"])
+        # an int (older checkpoints) or a 0-d tensor
+        self.t = torch.as_tensor(state["t"], dtype=torch.float64).to(self.param.device).clone()

@@ -2,13 +2,31 @@
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, TypeVar
 
 import torch
 from torch import Tensor
 
 TaskGrad = Literal["own", "weighted"]
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _without_grad(fn: _F) -> _F:
+    """``fn`` run under ``torch.no_grad()``: a method never records an autograd graph, also when the
+    engine (or a user) hands it a Gramian, Jacobian or losses that require grad."""
+    if getattr(fn, "_molearn_no_grad", False):
+        return fn
+
+    @functools.wraps(fn)
+    def wrapped(*args: Any, **kwargs: Any) -> Any:
+        with torch.no_grad():
+            return fn(*args, **kwargs)
+
+    wrapped._molearn_no_grad = True  # type: ignore[attr-defined]
+    return wrapped  # type: ignore[return-value]
 
 
 @dataclass(frozen=True)
@@ -84,7 +102,9 @@ class Output:
 class Method:
     """Base class of every multi-objective method.
 
-    A subclass sets ``needs`` and implements :meth:`combine`. Stateful methods override
+    A subclass sets ``needs`` and implements :meth:`combine`, which always runs under
+    ``torch.no_grad()`` (the base class wraps every override: its outputs never require grad, whatever
+    the inputs). Stateful methods override
     :meth:`state_dict`, :meth:`load_state_dict` and :meth:`reset`. ``task_grad`` is the convention the
     official code uses for task-specific parameters: ``"own"`` (each head gets ``∇L_i``, as in the
     Nash-MTL/FairGrad/LibMTL gradient methods) or ``"weighted"`` (``∇ w_i L_i``, as in loss-weighting
@@ -93,6 +113,13 @@ class Method:
 
     needs: ClassVar[Needs] = Needs()
     task_grad: ClassVar[TaskGrad] = "own"
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        # every override of combine / after_step runs without autograd (see _without_grad)
+        for name in ("combine", "after_step"):
+            if name in cls.__dict__:
+                setattr(cls, name, _without_grad(cls.__dict__[name]))
 
     def combine(self, inputs: Inputs) -> Output:
         raise NotImplementedError
@@ -145,8 +172,9 @@ def as_float64(x: Tensor) -> Tensor:
 
 
 def _all_subclasses(cls: type) -> list[type]:
-    out = []
-    for sub in cls.__subclasses__():
+    out: list[type] = []
+    subs: list[type] = cls.__subclasses__()
+    for sub in subs:
         out.append(sub)
         out.extend(_all_subclasses(sub))
     return out

@@ -7,6 +7,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
+from ..solvers._consts import device_scalar
 from ._base import Inputs, Method, Needs, Output, check_jacobian
 
 _LOG_EPS = 1e-8  # LibMTL differentiates log(L_i + 1e-8)
@@ -37,6 +38,8 @@ class DBMTL(Method):
     """
 
     needs: ClassVar[Needs] = Needs(jacobian=True)
+    _buffer: Tensor | None
+    _step: Tensor | int
 
     def __init__(self, beta: float = 0.9, beta_sigma: float = 0.0) -> None:
         if not 0.0 <= beta <= 1.0:
@@ -49,18 +52,21 @@ class DBMTL(Method):
         jac = check_jacobian(inputs.jacobian, "DBMTL")
         if self._buffer is None:
             self._buffer = torch.zeros_like(jac)
+            self._step = torch.zeros((), dtype=torch.float64, device=jac.device)
         elif self._buffer.shape != jac.shape:
             raise ValueError(
                 f"DBMTL's gradient buffer has shape {tuple(self._buffer.shape)} but the Jacobian has shape "
                 f"{tuple(jac.shape)}; the objectives and parameters must stay the same (call reset())"
             )
-        else:
+        elif self._buffer.device != jac.device or self._buffer.dtype != jac.dtype:
             self._buffer = self._buffer.to(device=jac.device, dtype=jac.dtype)
-        self._step += 1
-        beta_t = self.beta / self._step**self.beta_sigma
+        step = device_scalar(self._step, jac.device)
+        # the state (step count included) lives on the device and is updated in place
+        self._step = step.add_(1.0)
+        beta_t = (self.beta / self._step.pow(self.beta_sigma)).to(jac.dtype)
         denom = (inputs.losses.detach().to(jac.dtype) + _LOG_EPS).clamp_min(_LOG_EPS)
         log_grads = jac.detach() / denom.unsqueeze(1)
-        self._buffer = log_grads + beta_t * (self._buffer - log_grads)
+        self._buffer.copy_(log_grads + beta_t * (self._buffer - log_grads))
         norms = torch.linalg.vector_norm(self._buffer, dim=1)
         positive = norms > 0
         scale = torch.where(positive, norms.max() / torch.where(positive, norms, torch.ones_like(norms)), 0.0)
@@ -69,15 +75,15 @@ class DBMTL(Method):
     def state_dict(self) -> dict[str, Any]:
         if self._buffer is None:
             return {}
-        return {"buffer": self._buffer.clone(), "step": self._step}
+        return {"buffer": self._buffer.clone(), "step": torch.as_tensor(self._step).clone()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if not state:
             self.reset()
             return
         self._buffer = state["buffer"].detach().clone()
-        self._step = int(state["step"])
+        self._step = torch.as_tensor(state["step"], dtype=torch.float64).clone()  # an int or a 0-d tensor
 
     def reset(self) -> None:
-        self._buffer: Tensor | None = None
+        self._buffer = None
         self._step = 0

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Sequence
 from typing import ClassVar
 
 import torch
 from torch import Tensor
 
+from ..solvers._consts import combinations
+from ..solvers._linalg import solve_ex
 from ._base import Inputs, Method, Needs, Output, TaskGrad, check_gramian
 from ._preference import PrefLike, check_pref, resolve_pref
 
@@ -69,8 +70,9 @@ class EPO(Method):
         losses = inputs.losses.detach()
         gram = check_gramian(inputs.gramian, "EPO").detach()
         r = resolve_pref(self.pref, k, "EPO", losses)
-        w, info = epo_weights(losses.unsqueeze(0), gram.unsqueeze(0), r.unsqueeze(0), eps=self.eps,
-                              relax=self.relax)
+        w, info = epo_weights(
+            losses.unsqueeze(0), gram.unsqueeze(0), r.unsqueeze(0), eps=self.eps, relax=self.relax
+        )
         return Output(weights=w[0].to(losses.dtype), info={key: v[0] for key, v in info.items()})
 
     @staticmethod
@@ -90,24 +92,24 @@ class EPO(Method):
         # bound the number of small systems per call (N × C(2K+1, K-1)) to keep memory modest
         chunk = max(1, _MAX_SYSTEMS // _combinations(k, losses.device).shape[0])
         out = [
-            epo_weights(losses[i : i + chunk], gramian[i : i + chunk], prefs[i : i + chunk],
-                        eps=ms[0].eps, relax=ms[0].relax)[0]
+            epo_weights(
+                losses[i : i + chunk],
+                gramian[i : i + chunk],
+                prefs[i : i + chunk],
+                eps=ms[0].eps,
+                relax=ms[0].relax,
+            )[0]
             for i in range(0, n, chunk)
         ]
         return torch.cat(out).to(losses.dtype)
 
 
 _MAX_SYSTEMS = 1 << 18
-_COMBOS: dict[tuple[int, str], Tensor] = {}
 
 
 def _combinations(k: int, device: torch.device) -> Tensor:
     """Every choice of K−1 active inequalities among the 2K+1 of the LPs, shape (M, K−1)."""
-    key = (k, str(device))
-    if key not in _COMBOS:
-        rows = list(itertools.combinations(range(2 * k + 1), k - 1))
-        _COMBOS[key] = torch.tensor(rows, dtype=torch.long).reshape(len(rows), k - 1).to(device)
-    return _COMBOS[key]
+    return combinations(2 * k + 1, k - 1, device)
 
 
 def epo_weights(
@@ -157,17 +159,14 @@ def epo_weights(
     ones = torch.ones(n, m_c, 1, k, dtype=torch.float64, device=dev)
     m = torch.cat([a_rows[:, combos], ones], dim=2)  # (N, M, K, K)
     rhs = torch.cat([b[:, combos], ones[..., 0]], dim=2)  # (N, M, K)
-    alpha, _ = torch.linalg.solve_ex(m, rhs)
+    alpha, _ = solve_ex(m, rhs)
     finite = torch.isfinite(alpha).all(dim=2)
     alpha = torch.where(finite.unsqueeze(2), alpha, torch.zeros_like(alpha))
     tol = 1e-9 * (1 + b.abs()).unsqueeze(1)
     resid = ((m @ alpha.unsqueeze(3)).squeeze(3) - rhs).abs().amax(dim=2)
     slack = alpha @ a_rows.transpose(1, 2) - b.unsqueeze(1)  # (N, M, 2K+1)
     ok = (slack >= -tol) | ~on.unsqueeze(1)
-    valid = (
-        finite & on[:, combos].all(dim=2) & ok.all(dim=2)
-        & (resid <= 1e-9 * (1 + rhs.abs().amax(dim=2)))
-    )
+    valid = finite & on[:, combos].all(dim=2) & ok.all(dim=2) & (resid <= 1e-9 * (1 + rhs.abs().amax(dim=2)))
     value = (alpha * objective.unsqueeze(1)).sum(2)
     score = torch.where(valid, value, torch.full_like(value, -float("inf")))
     best = alpha.gather(1, score.argmax(dim=1).view(n, 1, 1).expand(n, 1, k)).squeeze(1)

@@ -42,6 +42,9 @@ class ExcessMTL(Method):
     """
 
     needs: ClassVar[Needs] = Needs(jacobian=True)
+    _sq_sum: Tensor | None
+    _log_w: Tensor | None
+    _baseline: Tensor | None
     task_grad: ClassVar[TaskGrad] = "weighted"
 
     def __init__(self, robust_step_size: float = 1e-2) -> None:
@@ -61,20 +64,21 @@ class ExcessMTL(Method):
                 f"ExcessMTL's squared-gradient sum has shape {tuple(self._sq_sum.shape)} but the Jacobian "
                 f"has shape {tuple(jac.shape)}; the objectives and parameters must stay fixed (call reset())"
             )
-        else:
+        elif self._sq_sum.device != jac.device or self._sq_sum.dtype != jac.dtype:
             self._sq_sum = self._sq_sum.to(device=jac.device, dtype=jac.dtype)
         assert self._log_w is not None
-        self._log_w = self._log_w.to(jac.device)
+        if self._log_w.device != jac.device:
+            self._log_w = self._log_w.to(jac.device)
         sq = jac * jac
-        self._sq_sum = self._sq_sum + sq
+        self._sq_sum.add_(sq)  # state updated in place (CUDA-graph friendly)
         excess = (sq / torch.sqrt(self._sq_sum + _ADAGRAD_EPS)).sum(1).to(torch.float64)
-        if self._baseline is None:
-            self._baseline = excess
+        if self._baseline is None:  # the first call sets it (on the host: capture a graph after it)
+            self._baseline = excess.clone()
         else:
             base = self._baseline.to(jac.device)
             ratio = torch.where(base > 0, excess / torch.where(base > 0, base, torch.ones_like(base)), 0.0)
             logits = self._log_w + self.robust_step_size * ratio
-            self._log_w = torch.log_softmax(logits, dim=0) + math.log(k)
+            self._log_w.copy_(torch.log_softmax(logits, dim=0) + math.log(k))
         w = torch.exp(self._log_w)
         return Output(weights=w.to(inputs.losses.dtype), info={"excess_risk": excess})
 
@@ -102,6 +106,6 @@ class ExcessMTL(Method):
             self._baseline = state["baseline"].detach().clone().to(torch.float64)
 
     def reset(self) -> None:
-        self._sq_sum: Tensor | None = None
-        self._log_w: Tensor | None = None
-        self._baseline: Tensor | None = None
+        self._sq_sum = None
+        self._log_w = None
+        self._baseline = None

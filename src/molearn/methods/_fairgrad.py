@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import ClassVar, Literal
 
-from ..solvers import alpha_fair, alpha_fair_residual, alpha_fair_sgd
+from ..solvers import alpha_fair_residual, alpha_fair_sgd, alpha_fair_with_residual
 from ._base import Inputs, Method, Needs, Output, check_gramian
 
 
@@ -60,8 +60,9 @@ class FairGrad(Method):
         g = check_gramian(inputs.gramian, "FairGrad")
         if self.solver == "sgd":
             w = alpha_fair_sgd(g, self.alpha)
+            res = alpha_fair_residual(g, w, self.alpha)
         else:
-            w = alpha_fair(g, self.alpha, iters=self.iters)
+            w, res = alpha_fair_with_residual(g, self.alpha, iters=self.iters)
         scale = float(inputs.num_objectives) if self.scale == "K" else float(self.scale)
-        info = {"residual": alpha_fair_residual(g, w, self.alpha)}
+        info = {"residual": res}
         return Output(weights=(w * scale).to(inputs.losses.dtype), info=info)

@@ -8,6 +8,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
+from ..solvers._consts import on_device
 from ._base import Inputs, Method, Needs, Output, TaskGrad
 
 
@@ -32,10 +33,14 @@ class Fixed(Method):
         if not bool(torch.isfinite(w).all()):  # construction time: a host check is fine here
             raise ValueError(f"weights must be finite, got {w.tolist()}")
         self.weights = w
+        self._values = tuple(float(x) for x in w.tolist())
+        self._on: Tensor | None = None  # the weights on the device and dtype of the last call
 
     def combine(self, inputs: Inputs) -> Output:
         k = inputs.num_objectives
         if k != self.weights.numel():
             raise ValueError(f"Fixed was given {self.weights.numel()} weights but received {k} losses")
         losses = inputs.losses
-        return Output(weights=self.weights.to(device=losses.device, dtype=losses.dtype))
+        if self._on is None or self._on.device != losses.device or self._on.dtype != losses.dtype:
+            self._on = on_device(self._values, losses.device, losses.dtype)
+        return Output(weights=self._on.clone())

@@ -20,17 +20,18 @@ class GLS(Method):
 
     computed in log space (no overflow/underflow of the product for many or extreme losses). LibMTL
     and TorchJD (``GeometricMean``) back-propagate the geometric mean itself, which gives the same
-    gradient. The losses must be positive: with ``validate=True`` (default) a non-positive loss
-    raises a :class:`ValueError` (this input check costs one host synchronisation per step);
-    with ``validate=False`` the losses are floored at ``eps`` in the weights instead (no sync; a loss
-    at 0 then gets a very large weight). One backward pass (``task_grad="weighted"``). K = 1: the
-    weight is exactly 1.
+    gradient. The losses must be positive: with ``validate=True`` a non-positive loss raises a
+    :class:`ValueError` (this input check reads the losses on the host: one synchronisation per step
+    on a GPU); with ``validate=False`` the losses are floored at ``eps`` in the weights instead (no
+    sync; a loss at 0 then gets a very large weight). The default ``validate=None`` checks losses that
+    live on the CPU (nothing to synchronise) and floors the others, so that a GPU step never syncs.
+    One backward pass (``task_grad="weighted"``). K = 1: the weight is exactly 1.
     """
 
     needs: ClassVar[Needs] = Needs()
     task_grad: ClassVar[TaskGrad] = "weighted"
 
-    def __init__(self, validate: bool = True, eps: float = 1e-12) -> None:
+    def __init__(self, validate: bool | None = None, eps: float = 1e-12) -> None:
         if not eps > 0:
             raise ValueError(f"eps must be > 0, got {eps}")
         self.validate = validate
@@ -38,7 +39,8 @@ class GLS(Method):
 
     def combine(self, inputs: Inputs) -> Output:
         losses = inputs.losses.detach()
-        if self.validate and not bool((losses > 0).all()):
+        validate = losses.device.type == "cpu" if self.validate is None else self.validate
+        if validate and not bool((losses > 0).all()):  # sync: opt-in validation (CPU losses by default)
             bad = (~(losses > 0)).nonzero().flatten().tolist()  # sync: opt-in validation (validate=True)
             values = losses[bad].tolist()  # sync: as above
             raise ValueError(
@@ -46,7 +48,7 @@ class GLS(Method):
                 "(use GLS(validate=False) to floor them at eps instead)"
             )
         x = losses.to(torch.float64)
-        log_l = (x if self.validate else x.clamp_min(self.eps)).log()
+        log_l = (x if validate else x.clamp_min(self.eps)).log()
         k = inputs.num_objectives
         w = torch.exp(log_l.mean() - log_l) / k
         return Output(weights=w.to(losses.dtype))

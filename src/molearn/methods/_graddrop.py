@@ -7,6 +7,7 @@ from typing import ClassVar
 
 import torch
 
+from ..solvers._consts import on_device
 from ._base import Inputs, Method, Needs, Output, check_jacobian
 
 
@@ -50,7 +51,7 @@ class GradDrop(Method):
         else:
             if len(self.leak) != k:
                 raise ValueError(f"GradDrop got {len(self.leak)} leak values for {k} objectives")
-            leak = torch.tensor(list(self.leak), dtype=jac.dtype, device=jac.device).unsqueeze(1)
+            leak = on_device(tuple(map(float, self.leak)), jac.device, jac.dtype).unsqueeze(1)
         total = jac.sum(0)
         mass = jac.abs().sum(0)
         purity = 0.5 * (1.0 + total / torch.where(mass > 0, mass, torch.ones_like(mass)))

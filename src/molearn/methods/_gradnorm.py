@@ -33,10 +33,12 @@ class GradNorm(Method):
     differentiates w.r.t. the last shared layer only: pass those parameters (or use
     ``mode="representation"``, as LibMTL's ``rep_grad``). ``task_grad="weighted"`` (the paper back-propagates
     :math:`\sum_i w_i L_i` everywhere; LibMTL gives the heads their own gradients). Zero losses at the
-    start give ratio 1. K = 1: the weight is 1 (exact pass-through).
+    start give ratio 1. K = 1: the weight is 1 (exact pass-through). The warm-up is counted on the host
+    and the rest of the state lives in tensors updated in place: capture a CUDA graph after the warm-up.
     """
 
     needs: ClassVar[Needs] = Needs(gramian=True)
+    _loss_sum: Tensor | None
     task_grad: ClassVar[TaskGrad] = "weighted"
 
     def __init__(
@@ -68,10 +70,11 @@ class GradNorm(Method):
             raise ValueError(f"GradNorm was set up for {self._adam.param.shape[0]} objectives, got {k}")
         xi = self._adam.to(dev)
         assert self._loss_sum is not None
-        self._loss_sum = self._loss_sum.to(dev)
+        if self._loss_sum.device != dev:
+            self._loss_sum = self._loss_sum.to(dev)
         if self._seen < self.warmup_steps:
             self._seen += 1
-            self._loss_sum = self._loss_sum + losses
+            self._loss_sum.add_(losses)
             return Output(weights=torch.ones(k, dtype=inputs.losses.dtype, device=dev))
         soft = torch.softmax(xi, dim=0)
         w = k * soft
@@ -109,5 +112,5 @@ class GradNorm(Method):
 
     def reset(self) -> None:
         self._adam = Adam(self.lr, self.betas, self.eps)
-        self._loss_sum: Tensor | None = None
+        self._loss_sum = None
         self._seen = 0

@@ -37,8 +37,8 @@ class GradVac(Method):
     LibMTL/TorchJD add ``eps=1e-8`` to the denominators; molearn divides exactly and treats a zero norm as
     cosine 0 / no correction, so the method is invariant to the scale of the gradients.
 
-    State: the K×K targets (float64, created lazily on the Gramian's device; recreated, i.e. reset, if K
-    changes), in ``state_dict()["targets"]``.
+    State: the K×K targets (float64, created on the first call on the Gramian's device, then updated in
+    place; recreated, i.e. reset, if K or the device changes), in ``state_dict()["targets"]``.
     """
 
     needs: ClassVar[Needs] = Needs(gramian=True)
@@ -61,11 +61,11 @@ class GradVac(Method):
     def combine(self, inputs: Inputs) -> Output:
         g = check_gramian(inputs.gramian, "GradVac")
         k = g.shape[-1]
-        targets = self._targets
-        if targets is None or targets.shape != (k, k):
-            targets = torch.zeros(k, k, dtype=torch.float64, device=g.device)
+        if self._targets is None or self._targets.shape != (k, k) or self._targets.device != g.device:
+            self._targets = torch.zeros(k, k, dtype=torch.float64, device=g.device)
         order = random_orders(k, generator=self.generator, device=g.device, full=False)
-        c, self._targets = gradvac_weights(g, targets, order, self.beta)
+        c, targets = gradvac_weights(g, self._targets, order, self.beta)
+        self._targets.copy_(targets)  # in place: the state stays the same tensor (CUDA-graph friendly)
         return Output(weights=c.sum(-2).to(inputs.losses.dtype))
 
     def state_dict(self) -> dict[str, Any]:

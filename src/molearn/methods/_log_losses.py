@@ -30,10 +30,11 @@ class LogLosses(Method):
 
     Options: ``log_eps`` (:math:`\epsilon`, default ``1e-8``); ``sum_to_one`` divides the mapped weights
     by :math:`|\sum_i w_i|` (official log-MGDA; meant for inner methods with non-negative weights; not
-    allowed with a direction); ``check_positive`` (default) raises a :class:`ValueError` naming the
-    objectives whose :math:`\tilde L_i \le 0` (or NaN) — one host synchronisation per step; with
-    ``check_positive=False`` the shifted losses are floored at ``1e-12`` instead (no sync; a loss at 0
-    then gets a huge weight). ``**kwargs`` go to the inner method when it is given by name.
+    allowed with a direction); ``check_positive=True`` raises a :class:`ValueError` naming the
+    objectives whose :math:`\tilde L_i \le 0` (or NaN) — one host synchronisation per step on a GPU;
+    with ``check_positive=False`` the shifted losses are floored at ``1e-12`` instead (no sync; a loss at
+    0 then gets a huge weight); the default ``None`` checks CPU losses and floors the others (a GPU step
+    never syncs). ``**kwargs`` go to the inner method when it is given by name.
 
     The official classes (OptMN-Lab/fairgrad ``methods/weight_methods.py``) and their molearn equivalents:
 
@@ -65,7 +66,7 @@ class LogLosses(Method):
         *,
         log_eps: float = 1e-8,
         sum_to_one: bool = False,
-        check_positive: bool = True,
+        check_positive: bool | None = None,
         **kwargs: Any,
     ) -> None:
         if isinstance(method, str):
@@ -94,10 +95,11 @@ class LogLosses(Method):
     def _shifted(self, losses: list[Tensor], labels: list[str] | None = None) -> list[Tensor]:
         """``L + eps`` in float64, validated (one sync for all batches) or floored."""
         shifted = [x.detach().to(torch.float64) + self.log_eps for x in losses]
-        if not self.check_positive:
+        check = shifted[0].device.type == "cpu" if self.check_positive is None else self.check_positive
+        if not check:
             return [s.clamp_min(_FLOOR) for s in shifted]
         flat = torch.cat(shifted)
-        if not bool((flat > 0).all()):  # sync: opt-in validation (check_positive=True)
+        if not bool((flat > 0).all()):  # sync: opt-in validation (check_positive; CPU losses by default)
             k = shifted[0].shape[0]
             bad = (~(flat > 0)).nonzero().flatten().tolist()  # sync: error path only
             raw = torch.cat([x.detach().flatten() for x in losses])[bad].tolist()  # sync: error path only

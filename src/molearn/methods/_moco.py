@@ -8,6 +8,7 @@ import torch
 from torch import Tensor
 
 from ..solvers import project_simplex
+from ..solvers._consts import device_scalar
 from ._base import Inputs, Method, Needs, Output, check_jacobian
 
 Variant = Literal["libmtl", "tradeoff", "tracking", "cagrad"]
@@ -83,6 +84,7 @@ class MoCo(Method):
     """
 
     needs: ClassVar[Needs] = Needs(jacobian=True)
+    _step: Tensor | int
 
     def __init__(
         self,
@@ -127,14 +129,18 @@ class MoCo(Method):
         self._lambd: Tensor | None = None
         self._step = 0
 
-    def _beta_at(self, n: int) -> float:
+    def _beta_at(self, n: Tensor) -> Tensor:
+        """β at epoch ``n`` (a float64 tensor: the schedule runs on the device)."""
+        beta = self.beta / n.pow(self.beta_sigma)
         if self.step_wise:
             e = n - 1
-            if e >= 150:
-                return 0.5 * self.beta / (1 + e - 150) ** self.beta_sigma
-            if e >= 100:
-                return 0.75 * self.beta / (1 + e - 100) ** self.beta_sigma
-        return self.beta / n**self.beta_sigma
+            beta = torch.where(
+                e >= 100, 0.75 * self.beta / (1 + e - 100).clamp_min(1).pow(self.beta_sigma), beta
+            )
+            beta = torch.where(
+                e >= 150, 0.5 * self.beta / (1 + e - 150).clamp_min(1).pow(self.beta_sigma), beta
+            )
+        return beta
 
     def combine(self, inputs: Inputs) -> Output:
         jac = check_jacobian(inputs.jacobian, "MoCo")
@@ -145,13 +151,15 @@ class MoCo(Method):
             y = torch.zeros(rows, p, dtype=jac.dtype, device=jac.device)
             lambd = torch.full((rows,), 1.0 / rows, dtype=torch.float64, device=jac.device)
             self._step = 0
-        else:
+        elif y.device != jac.device or y.dtype != jac.dtype or lambd.device != jac.device:
             y = y.to(device=jac.device, dtype=jac.dtype)
             lambd = lambd.to(device=jac.device, dtype=torch.float64)
-        self._step += 1
-        n = 1 + (self._step - 1) // (self.steps_per_epoch or 1)
-        beta = self._beta_at(n)
-        gamma = self.gamma / n**self.gamma_sigma
+        # the step count lives on the device and is updated in place, as Y and λ (CUDA-graph friendly)
+        step = device_scalar(self._step, jac.device)
+        self._step = step.add_(1.0)
+        n = 1 + torch.div(self._step - 1, self.steps_per_epoch or 1, rounding_mode="floor")
+        beta = self._beta_at(n).to(jac.dtype)
+        gamma = self.gamma / n.pow(self.gamma_sigma)
         losses = inputs.losses.to(device=jac.device, dtype=jac.dtype)
 
         # Y ← (1 − β) Y + β diag(s) G (+ the mean row), in place: no K×P temporary
@@ -159,7 +167,7 @@ class MoCo(Method):
         y.mul_(1.0 - beta)
         y[:k].addcmul_(jac, (beta * s).unsqueeze(1))
         if self.avg_reg:
-            y[k].add_(s @ jac, alpha=beta / k)
+            y[k].add_((s @ jac) * (beta / k))
 
         gram = (y @ y.T).to(torch.float64)
         norm = torch.ones(rows, dtype=torch.float64, device=jac.device)
@@ -169,18 +177,27 @@ class MoCo(Method):
             norm = norm * losses.to(torch.float64)
         norm = torch.where(norm.abs() > torch.finfo(torch.float64).tiny, norm, 1.0)
         gram_hat = gram / torch.outer(norm, norm)
+        lambd_state = lambd
         step = lambd - gamma * (self._factor * (gram_hat @ lambd) + self.rho * lambd)
         lambd = project_simplex(step) if self._update == "project" else torch.softmax(step, dim=-1)
 
         scale = float(k) if self.scale == "K" else float(self.scale)
         direction = y.T @ (lambd * (scale / norm)).to(y.dtype)
-        self._y, self._lambd = y, lambd
+        if self._lambd is lambd_state:
+            lambd_state.copy_(lambd)  # in place: the state stays the same tensor
+        else:
+            self._lambd = lambd.clone()
+        self._y = y
         return Output(direction=direction, info={"lambda": lambd})
 
     def state_dict(self) -> dict[str, Any]:
         if self._y is None or self._lambd is None:
             return {}
-        return {"y": self._y.clone(), "lambd": self._lambd.clone(), "step": self._step}
+        return {
+            "y": self._y.clone(),
+            "lambd": self._lambd.clone(),
+            "step": torch.as_tensor(self._step).clone(),
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         unknown = set(state) - {"y", "lambd", "step"}
@@ -193,7 +210,7 @@ class MoCo(Method):
             raise ValueError("MoCo state needs 'y', 'lambd' and 'step'")
         self._y = state["y"].detach().clone()
         self._lambd = state["lambd"].detach().to(torch.float64).clone()
-        self._step = int(state["step"])  # an int or a 0-d tensor
+        self._step = torch.as_tensor(state["step"], dtype=torch.float64).clone()  # an int or a 0-d tensor
 
     def reset(self) -> None:
         self._y = None

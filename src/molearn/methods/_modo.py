@@ -83,15 +83,13 @@ class MoDo(Method):
         jacs = [check_jacobian(b.jacobian, "MoDo") for b in [*inputs.extra, inputs]]
         g1, g2 = jacs[0], jacs[1]
         k = g1.shape[0]
+        if self._lambd is None or self._lambd.shape != (k,) or self._lambd.device != g1.device:
+            self._lambd = torch.full((k,), 1.0 / k, dtype=torch.float64, device=g1.device)
         lambd = self._lambd
-        if lambd is None or lambd.shape != (k,):
-            lambd = torch.full((k,), 1.0 / k, dtype=torch.float64, device=g1.device)
-        else:
-            lambd = lambd.to(device=g1.device, dtype=torch.float64)
         # G1 (G2ᵀ λ): two matrix-vector products in the Jacobians' dtype
         cross = (g1 @ (lambd.to(g2.dtype) @ g2)).to(torch.float64)
         lambd = project_simplex(lambd - self.gamma * (cross + self.rho * lambd))
-        self._lambd = lambd
+        self._lambd.copy_(lambd)  # in place: the state stays the same tensor (CUDA-graph friendly)
         dtype = inputs.losses.dtype
         if self.variant == "three":
             return Output(weights=lambd.to(dtype), info={"lambda": lambd})

@@ -7,7 +7,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from ..solvers import alpha_fair, alpha_fair_residual
+from ..solvers import alpha_fair_with_residual
 from ._base import Inputs, Method, Needs, Output, check_gramian
 
 
@@ -29,6 +29,8 @@ class NashMTL(Method):
     :math:`\|\sum_i \alpha_i g_i\| \le` ``max_norm``, computed from the Gramian without a host sync, as
     TorchJD does; the official code (``max_norm = 1.0``) instead clips the shared-parameter gradient in
     the training loop. K = 1 gives ``d = g/‖g‖`` (a positive multiple). Zero gradients get α = 0.
+    The state tensors are updated in place; the step counter is a Python int, so a CUDA graph captures
+    one branch of ``update_weights_every``: capture with the default 1.
     """
 
     needs: ClassVar[Needs] = Needs(gramian=True)
@@ -55,17 +57,24 @@ class NashMTL(Method):
     def combine(self, inputs: Inputs) -> Output:
         g = check_gramian(inputs.gramian, "NashMTL").to(torch.float64)
         k = inputs.num_objectives
-        stale = self._alpha is None or self._alpha.shape != (k,) or self._residual is None
+        stale = self._alpha is None or self._alpha.shape != (k,) or self._alpha.device != g.device
         if stale or self._step % self.update_weights_every == 0:
-            self._alpha = alpha_fair(g, 1.0, iters=self.optim_niter)
-            self._residual = alpha_fair_residual(g, self._alpha, 1.0)
+            alpha, residual = alpha_fair_with_residual(g, 1.0, iters=self.optim_niter)
+            if stale or self._alpha is None or self._residual is None:
+                self._alpha, self._residual = alpha, residual
+            else:  # in place: the state tensors stay the same objects (CUDA-graph friendly)
+                self._alpha.copy_(alpha)
+                self._residual.copy_(residual)
         self._step += 1
-        alpha = self._alpha.to(device=g.device)
+        assert self._alpha is not None and self._residual is not None
+        alpha = self._alpha
         if self.max_norm is not None:
             norm = (alpha @ g @ alpha).clamp_min(0).sqrt()
             alpha = alpha * (self.max_norm / norm.clamp_min(self.max_norm))
-        assert self._residual is not None
-        return Output(weights=alpha.to(inputs.losses.dtype), info={"residual": self._residual})
+        # copies: the state is updated in place by the next call
+        return Output(
+            weights=alpha.to(inputs.losses.dtype, copy=True), info={"residual": self._residual.clone()}
+        )
 
     def state_dict(self) -> dict[str, Any]:
         return {

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Sequence
 from typing import ClassVar
 
@@ -10,22 +9,18 @@ import torch
 from torch import Tensor
 
 from ..solvers import min_norm, min_norm_frank_wolfe
+from ..solvers._consts import combinations
+from ..solvers._linalg import solve_ex
 from ._base import Inputs, Method, Needs, Output, TaskGrad, check_gramian
 from ._preference import PrefLike, check_pref, resolve_pref
 
 MAX_OBJECTIVES = 8
 _MAX_SYSTEMS = 1 << 18
 
-_COMBOS: dict[tuple[int, str], Tensor] = {}
-
 
 def _combinations(k: int, device: torch.device) -> Tensor:
     """Every choice of K+1 active inequalities among the 2K+2 of the correction LP."""
-    key = (k, str(device))
-    if key not in _COMBOS:
-        rows = list(itertools.combinations(range(2 * k + 2), k + 1))
-        _COMBOS[key] = torch.tensor(rows, dtype=torch.long).to(device)
-    return _COMBOS[key]
+    return combinations(2 * k + 2, k + 1, device)
 
 
 def pmgda_weights(
@@ -86,7 +81,7 @@ def pmgda_weights(
     simplex_row[k + 1] = 0.0
     sys = torch.cat([a_rows[:, combos], simplex_row.expand(n, m_c, 1, k + 2)], dim=2)  # (N, M, K+2, K+2)
     rhs = torch.cat([b[:, combos], torch.ones(n, m_c, 1, dtype=torch.float64, device=dev)], dim=2)
-    z, _ = torch.linalg.solve_ex(sys, rhs)
+    z, _ = solve_ex(sys, rhs)
     finite = torch.isfinite(z).all(dim=2)
     z = torch.where(finite.unsqueeze(2), z, torch.zeros_like(z))
     resid = ((sys @ z.unsqueeze(3)).squeeze(3) - rhs).abs().amax(dim=2)
@@ -181,8 +176,12 @@ class PMGDA(Method):
         if k == 1:
             return Output(weights=torch.ones_like(losses))
         w, info = pmgda_weights(
-            losses.unsqueeze(0), gram.unsqueeze(0), p.unsqueeze(0),
-            h_tol=self.h_tol, sigma=self.sigma, norm_eps=self.norm_eps,
+            losses.unsqueeze(0),
+            gram.unsqueeze(0),
+            p.unsqueeze(0),
+            h_tol=self.h_tol,
+            sigma=self.sigma,
+            norm_eps=self.norm_eps,
         )
         return Output(weights=w[0].to(losses.dtype), info={key: v[0] for key, v in info.items()})
 
@@ -203,8 +202,14 @@ class PMGDA(Method):
         # bound the number of small systems per call (N × C(2K+2, K+1)) to keep memory modest
         chunk = max(1, _MAX_SYSTEMS // _combinations(k, losses.device).shape[0])
         out = [
-            pmgda_weights(losses[i : i + chunk], gramian[i : i + chunk], prefs[i : i + chunk],
-                          h_tol=h_tol, sigma=sigma, norm_eps=norm_eps)[0]
+            pmgda_weights(
+                losses[i : i + chunk],
+                gramian[i : i + chunk],
+                prefs[i : i + chunk],
+                h_tol=h_tol,
+                sigma=sigma,
+                norm_eps=norm_eps,
+            )[0]
             for i in range(0, losses.shape[0], chunk)
         ]
         return torch.cat(out).to(losses.dtype)

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-PrefLike = Sequence[float] | Tensor | None
+PrefLike = float | Sequence[float] | Tensor | None
 
 
 def check_pref(pref: PrefLike, name: str, positive: bool = False) -> Tensor | None:

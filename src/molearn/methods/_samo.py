@@ -155,7 +155,11 @@ class SAMO(Method):
         """For each shared column, the index of its tensor (cached per shapes and device)."""
         key = (tuple(sizes), device)
         if self._layers is None or self._layers[0] != key:
-            index = torch.repeat_interleave(torch.arange(len(sizes)), torch.tensor(sizes, dtype=torch.long))
+            # sync: built on the host once per parameter layout (cached), then copied to the device
+            index = torch.repeat_interleave(
+                torch.arange(len(sizes)),
+                torch.tensor(sizes, dtype=torch.long),  # sync: once per layout
+            )  # sync: see above
             self._layers = (key, index.to(device))
         return self._layers[1]
 

@@ -8,6 +8,7 @@ import torch
 from torch import Tensor
 
 from ..solvers import kkt_residual_min_norm, min_norm, project_simplex
+from ..solvers._linalg import eigh
 from ._base import Inputs, Method, Needs, Output, check_gramian, check_jacobian
 
 Solver = Literal["official", "exact"]
@@ -52,7 +53,7 @@ def _direction_gramian(a: Tensor, lamda: float) -> Tensor:
 
 
 def _psd_part(a: Tensor) -> Tensor:
-    evals, evecs = torch.linalg.eigh(a)
+    evals, evecs = eigh(a)  # LAPACK on the CPU, sync-free Jacobi elsewhere
     return (evecs * evals.clamp_min(0).unsqueeze(-2)) @ evecs.transpose(-1, -2)
 
 
@@ -203,7 +204,10 @@ class SDMGrad(Method):
                 w0 = w0.to(device=a.device, dtype=torch.float64)
             w = self._solve_official(a, w0)
             if self.warm_start:
-                self._w = w
+                if self._w is not None and self._w.shape == w.shape and self._w.device == w.device:
+                    self._w.copy_(w)  # in place (CUDA-graph friendly)
+                else:
+                    self._w = w.clone()
         info = {"w": w, "residual": kkt_residual_min_norm(_direction_gramian(sym, self.lamda), w)}
         scale = float(k) if self.scale == "K" else float(self.scale)
         v = (w + self.lamda / m) * (scale / (1.0 + self.lamda))
@@ -284,8 +288,8 @@ class SDMGradOS(SDMGrad):
         gen = self._gen()
         while True:  # host-side draw (before any backward pass); P(empty) = (1 - p)^K < 1
             mask = torch.rand(k, generator=gen, dtype=torch.float64, device=gen.device) < p
-            if bool(mask.any()):
-                return mask.nonzero().flatten().cpu()
+            if bool(mask.any()):  # sync: select() draws on the host by design (CPU generator, no device)
+                return mask.nonzero().flatten().cpu()  # sync: as above (a CPU index, before any backward)
 
     def state_dict(self) -> dict[str, Any]:
         state = super().state_dict()

@@ -7,7 +7,8 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
-from ..solvers import kkt_residual_dual_cone, project_dual_cone
+from ..solvers._consts import eye, scaled_eye, scaled_ones
+from ..solvers._dual_cone import DualConeSolver, project_dual_cone_residual
 from ._base import Inputs, Method, Needs, Output, check_gramian
 
 
@@ -16,8 +17,8 @@ def regularized_gramian(gramian: Tensor, norm_eps: float, reg_eps: float) -> Ten
     plus ``reg_eps·I``, in float64."""
     g = gramian.to(torch.float64)
     tr = g.diagonal(dim1=-2, dim2=-1).sum(-1)[..., None, None]
-    g = torch.where(tr < norm_eps, torch.zeros_like(g), g / torch.where(tr > 0, tr, 1.0))
-    return g + reg_eps * torch.eye(g.shape[-1], dtype=g.dtype, device=g.device)
+    g = torch.where(tr < norm_eps, 0.0, g / tr.clamp_min(torch.finfo(torch.float64).tiny))
+    return torch.add(g, eye(g.shape[-1], g.device, g.dtype), alpha=reg_eps)
 
 
 def pref_weights(pref_vector: Tensor | None, k: int, like: Tensor) -> Tensor:
@@ -34,23 +35,51 @@ class _DualConeMethod(Method):
     needs: ClassVar[Needs] = Needs(gramian=True)
 
     def __init__(
-        self, pref_vector: Tensor | None = None, norm_eps: float = 1e-4, reg_eps: float = 1e-4
+        self,
+        pref_vector: Tensor | None = None,
+        norm_eps: float = 1e-4,
+        reg_eps: float = 1e-4,
+        solver: DualConeSolver = "auto",
+        iters: int | None = None,
     ) -> None:
         if norm_eps < 0 or reg_eps < 0:
             raise ValueError("norm_eps and reg_eps must be non-negative")
+        if solver not in ("auto", "enumerate", "pivot", "prox"):
+            raise ValueError(f"unknown solver {solver!r}")
         self.pref_vector = pref_vector
         self.norm_eps = norm_eps
         self.reg_eps = reg_eps
+        self.solver = solver
+        self.iters = iters
 
     def _project(self, inputs: Inputs, rows: bool) -> tuple[Tensor, Tensor]:
         """Projections (and KKT residuals) of ``diag(p)`` (``rows``) or of ``p`` onto the dual cone."""
         gram = check_gramian(inputs.gramian, type(self).__name__)
         k = gram.shape[-1]
         g = regularized_gramian(gram, self.norm_eps, self.reg_eps)
-        p = pref_weights(self.pref_vector, k, gram)
-        u = torch.diag(p) if rows else p
-        v = project_dual_cone(g, u)
-        return v, kkt_residual_dual_cone(g, u, v)
+        if self.pref_vector is None:
+            u = (
+                scaled_eye(k, g.device, g.dtype, 1.0 / k)
+                if rows
+                else scaled_ones(k, g.device, g.dtype, 1.0 / k)
+            )
+            u_max: float | None = 1.0 / k
+        else:
+            p = pref_weights(self.pref_vector, k, gram)
+            u = torch.diag(p) if rows else p
+            u_max = None
+        # G / tr G has a diagonal ≤ 1: the residual's scale (exact up to that bound)
+        v, res = project_dual_cone_residual(
+            g,
+            u,
+            solver=self.solver,
+            iters=self.iters,
+            positive_definite=self.reg_eps > 0,
+            scale=1.0,
+            u_max=u_max,
+        )
+        assert res is not None
+        return v, res
 
 
 class UPGrad(_DualConeMethod):

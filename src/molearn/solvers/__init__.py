@@ -1,6 +1,6 @@
 """The K×K subproblems of multi-objective methods, in pure torch, batched, float64 inside, sync-free."""
 
-from ._alpha_fair import alpha_fair, alpha_fair_residual, alpha_fair_sgd
+from ._alpha_fair import alpha_fair, alpha_fair_residual, alpha_fair_sgd, alpha_fair_with_residual
 from ._cagrad import cagrad_dual, cagrad_weights
 from ._closed_form import (
     aligned_mtl_weights,
@@ -20,6 +20,7 @@ __all__ = [
     "alpha_fair",
     "alpha_fair_residual",
     "alpha_fair_sgd",
+    "alpha_fair_with_residual",
     "cagrad_dual",
     "cagrad_weights",
     "config_weights",

@@ -2,8 +2,12 @@ r"""The α-fair system of FairGrad (and Nash-MTL for α = 1): ``(G w)_i = w_i^{-
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import torch
 from torch import Tensor
+
+from ._consts import eye
 
 # Gradients whose squared norm is below this fraction of the largest one are treated as exactly zero.
 _ZERO_TOL = 1e-40
@@ -58,6 +62,22 @@ def alpha_fair(gramian: Tensor, alpha: float, *, iters: int = 12, fallback_tol: 
     Returns:
         (..., K) float64 weights ``w ≥ 0``.
     """
+    return alpha_fair_with_residual(gramian, alpha, iters=iters, fallback_tol=fallback_tol)[0]
+
+
+@lru_cache(maxsize=64)
+def _start_exponents(alpha: float, device: torch.device) -> Tensor:
+    """The exponents of the two closed-form starts, (2, 1) float64 on ``device`` (created once, on the
+    device: no host-to-device copy)."""
+    first = torch.full((1, 1), alpha / (alpha + 1.0), dtype=torch.float64, device=device)
+    return torch.cat([first, torch.full((1, 1), min(alpha, 2.0), dtype=torch.float64, device=device)])
+
+
+def alpha_fair_with_residual(
+    gramian: Tensor, alpha: float, *, iters: int = 12, fallback_tol: float = 1e-3
+) -> tuple[Tensor, Tensor]:
+    """:func:`alpha_fair` and the relative residual of its answer (as :func:`alpha_fair_residual`, 0 for
+    the fallback ``w = 0``), computed from the last Newton iterate at little extra cost."""
     if not alpha > 0:
         raise ValueError(f"alpha must be positive, got {alpha}")
     g = gramian.to(torch.float64)
@@ -67,15 +87,13 @@ def alpha_fair(gramian: Tensor, alpha: float, *, iters: int = 12, fallback_tol: 
     mask = diag > diag.amax(-1, keepdim=True) * _ZERO_TOL
     dd = torch.where(mask, diag, 1.0)
     sig = dd.rsqrt()
-    eye = torch.eye(k, dtype=g.dtype, device=g.device)
     both = mask.unsqueeze(-1) & mask.unsqueeze(-2)
-    corr = torch.where(both, g * (sig.unsqueeze(-1) * sig.unsqueeze(-2)), eye)
+    corr = torch.where(both, g * (sig.unsqueeze(-1) * sig.unsqueeze(-2)), eye(k, g.device, g.dtype))
     lc = dd.log() * (-(1.0 - ia) / 2)  # log c
     c = lc.exp()
 
     # two candidate starts, each scaled optimally along its ray: tau^(1+1/a) = sum c v^(1-1/a) / v'Cv
-    ex = torch.tensor([alpha / (alpha + 1.0), min(alpha, 2.0)], dtype=g.dtype, device=g.device)
-    lv = lc.unsqueeze(-2) * ex.unsqueeze(-1)  # (..., 2, K)
+    lv = lc.unsqueeze(-2) * _start_exponents(alpha, g.device)  # (..., 2, K)
     cand = lv.exp()
     vcv = ((cand @ corr) * cand).sum(-1, keepdim=True)
     cvp = (lc.unsqueeze(-2) + (1.0 - ia) * lv).exp().sum(-1, keepdim=True)
@@ -90,16 +108,27 @@ def alpha_fair(gramian: Tensor, alpha: float, *, iters: int = 12, fallback_tol: 
     cand = cand * log_tau.exp()
     v = torch.where(pick, cand[..., 1, :], cand[..., 0, :])
 
+    # Newton on phi: v_new = v - H^-1 (Cv - b) = (1 + 1/a) H^-1 b, H = C + diag(b / (a v)), applied in
+    # log space with the relative change clipped; H is symmetric positive definite: Cholesky (no LU,
+    # which is not sync-free on the GPU)
+    corr_r = torch.add(corr, eye(k, g.device, g.dtype), alpha=_NEWTON_RIDGE)
     lo, hi = -_STEP_DOWN, _STEP_UP
     for _ in range(iters):
         b = c * v.pow(-ia)
-        # Newton on phi: v_new = v - H^-1 (Cv - b) = (1 + 1/a) H^-1 b, H = C + diag(b / (a v))
-        hess = corr + torch.diag_embed(b * ia / v + _NEWTON_RIDGE)
-        vn = torch.linalg.solve_ex(hess, b.unsqueeze(-1))[0].squeeze(-1)
+        hess = torch.add(corr_r, torch.diag_embed(b / v), alpha=ia)
+        vn = torch.cholesky_solve(b.unsqueeze(-1), torch.linalg.cholesky_ex(hess)[0]).squeeze(-1)
         v = v * (vn * (1.0 + ia) / v - 1.0).clamp(lo, hi).exp()
+    # residual in the original units: (Gw)_i = √G_ii (Cv)_i and w_i^(-1/a) = √G_ii b_i (masked tasks: 0)
+    b = c * v.pow(-ia)
+    root = torch.where(mask, dd.sqrt(), 0.0)
+    num = (root * ((v.unsqueeze(-2) @ corr).squeeze(-2) - b)).norm(dim=-1, keepdim=True)
+    den = (root * b).norm(dim=-1, keepdim=True)
+    res = torch.nan_to_num(num / den, nan=torch.inf)
     w = torch.nan_to_num(torch.where(mask, sig * v, 0.0), nan=0.0, posinf=0.0)
-    ok = alpha_fair_residual(g, w, alpha) <= fallback_tol
-    return torch.where(ok.unsqueeze(-1), w, 0.0)
+    ok = res <= fallback_tol
+    # the fallback w = 0 and the all-zero Gramian (w = 0, nothing to solve) have residual 0
+    res = torch.where(ok & mask.any(-1, keepdim=True), res, 0.0)
+    return torch.where(ok, w, 0.0), res.squeeze(-1)
 
 
 def alpha_fair_residual(gramian: Tensor, weights: Tensor, alpha: float) -> Tensor:

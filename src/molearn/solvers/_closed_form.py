@@ -3,8 +3,9 @@ gradients, computed from the K×K Gramian ``G = J Jᵀ`` alone.
 
 Every function is batched over leading dimensions (``(..., K, K)``), works in float64 and has no
 data-dependent control flow or shapes: rank decisions are masks, conditional updates are
-``torch.where``. The one possible host synchronisation left is inside ``torch.linalg.eigh`` itself,
-which checks the solver's error code (there is no ``eigh_ex``); not verified on a GPU yet.
+``torch.where``. Eigen-decompositions go through :func:`molearn.solvers._linalg.eigh`: LAPACK on the
+CPU, a sync-free Jacobi method on other devices (``torch.linalg.eigh`` checks its error code on the
+host, which synchronises a GPU and breaks CUDA-graph capture).
 """
 
 from __future__ import annotations
@@ -13,6 +14,9 @@ from typing import Literal
 
 import torch
 from torch import Tensor
+
+from ._consts import eye
+from ._linalg import eigh
 
 AlignedScale = Literal["min", "median", "rmse"]
 
@@ -37,11 +41,9 @@ def _eigh_psd(matrix: Tensor, rtol: float | None) -> tuple[Tensor, Tensor, Tenso
     k = matrix.shape[-1]
     if rtol is None:
         rtol = k * _eps(matrix.dtype)
-    a = matrix.to(torch.float64)
-    a = (a + a.mT) / 2
-    lam, vec = torch.linalg.eigh(a)
-    tol = rtol * lam[..., -1:].clamp_min(0)
-    mask = (lam > tol) & (lam > 0)
+    lam, vec = eigh(matrix.to(torch.float64))  # LAPACK reads one triangle; Jacobi symmetrises
+    # λ > rtol·λ_max, and λ > 0 (the zero matrix: λ_max = 0)
+    mask = lam > lam[..., -1:].clamp_min(torch.finfo(torch.float64).tiny) * rtol
     return lam, vec, mask
 
 
@@ -52,7 +54,7 @@ def psd_pinv(matrix: Tensor, *, rtol: float | None = None) -> Tensor:
     zero. The zero matrix gives the zero matrix.
     """
     lam, vec, mask = _eigh_psd(matrix, rtol)
-    inv = torch.where(mask, 1.0 / torch.where(mask, lam, 1.0), 0.0)
+    inv = torch.where(mask, lam.reciprocal(), 0.0)  # 1/0 = inf is never selected
     return (vec * inv.unsqueeze(-2)) @ vec.mT
 
 
@@ -70,15 +72,22 @@ def imtl_g_weights(gramian: Tensor, *, rtol: float | None = None) -> Tensor:
     :math:`\alpha_1 = 1-\sum_{j\ge2}\alpha_j` (both solve the same K linear equations); for singular
     :math:`G` the pseudo-inverse gives the least-squares solution (TorchJD's generalisation) instead of
     the official code's ``+1e-8·I`` regularisation. If :math:`|\mathbb 1^\top G^{+} n|` vanishes
-    (relative to :math:`\|G^{+}n\|_1`) the constraint is infeasible and the weights are 0.
+    (below ``rtol`` times its natural size :math:`K \max_i n_i / \lambda_{min}`, the smallest kept
+    eigenvalue) the constraint is infeasible (or only rounding noise is left, e.g. when n is orthogonal
+    to the range of G) and the weights are 0.
     """
     k = gramian.shape[-1]
     tol = k * _eps(gramian.dtype) if rtol is None else rtol
-    g = gramian.to(torch.float64)
-    v = (psd_pinv(gramian, rtol=rtol) @ _norms(g).unsqueeze(-1)).squeeze(-1)
+    lam, vec, mask = _eigh_psd(gramian, rtol)
+    n = gramian.diagonal(dim1=-2, dim2=-1).to(torch.float64).clamp_min(0).sqrt()
+    # v = G⁺ n = V diag(1/λ) Vᵀ n on the kept eigenpairs
+    coef = torch.where(mask, (n.unsqueeze(-2) @ vec).squeeze(-2) / lam, 0.0)
+    v = (vec @ coef.unsqueeze(-1)).squeeze(-1)
     s = v.sum(-1, keepdim=True)
-    ok = s.abs() > tol * v.abs().sum(-1, keepdim=True)
-    return torch.where(ok, v / torch.where(ok, s, 1.0), 0.0)
+    # |𝟙ᵀG⁺n| against its natural size K·max(n)/λ_min (rounding noise, e.g. n ⟂ range(G), stays far below)
+    lam_min = torch.where(mask, lam, torch.inf).amin(-1, keepdim=True)
+    ok = s.abs() * lam_min > tol * k * n.amax(-1, keepdim=True)
+    return torch.where(ok, v / s, 0.0)
 
 
 def aligned_mtl_weights(
@@ -98,13 +107,16 @@ def aligned_mtl_weights(
     rank = mask.sum(-1, keepdim=True)  # eigh sorts ascending: the kept eigenvalues are the last `rank`
     if scale == "rmse":
         sigma = torch.where(mask, lam, 0.0).sum(-1, keepdim=True) / rank.clamp_min(1)
+    elif scale == "min":
+        sigma = lam.gather(-1, (k - rank).clamp(max=k - 1))
     else:
-        offset = 0 if scale == "min" else torch.div(rank - 1, 2, rounding_mode="floor")  # lower median
+        offset = torch.div(rank - 1, 2, rounding_mode="floor")  # lower median
         sigma = lam.gather(-1, (k - rank + offset).clamp(0, k - 1))
-    sigma = torch.where(rank > 0, sigma, 0.0)
-    inv_sqrt = torch.where(mask, torch.where(mask, lam, 1.0).rsqrt(), 0.0)
-    b = sigma.sqrt().unsqueeze(-1) * ((vec * inv_sqrt.unsqueeze(-2)) @ vec.mT)
-    return b.sum(-2), rank.squeeze(-1)
+    # rank 0: no eigenpair kept, the weights are 0 whatever sigma is (clamped: no NaN)
+    inv_sqrt = torch.where(mask, lam.rsqrt(), 0.0)  # rsqrt of a dropped λ ≤ 0 is never selected
+    # α = B𝟙 = √σ V diag(λ^-1/2) Vᵀ𝟙
+    alpha = (vec @ (vec.sum(-2) * inv_sqrt).unsqueeze(-1)).squeeze(-1) * sigma.clamp_min(0).sqrt()
+    return alpha, rank.squeeze(-1)
 
 
 def config_weights(gramian: Tensor, *, rtol: float | None = None) -> Tensor:
@@ -124,18 +136,18 @@ def config_weights(gramian: Tensor, *, rtol: float | None = None) -> Tensor:
         rtol = k * _eps(gramian.dtype)
     g = gramian.to(torch.float64)
     n = _norms(g)
-    inv_n = _safe_div(torch.ones_like(n), n)
-    a = g * inv_n.unsqueeze(-1) * inv_n.unsqueeze(-2)  # Ũ Ũᵀ
+    inv_n = torch.where(n > 0, n.reciprocal(), 0.0)
+    a = g * (inv_n.unsqueeze(-1) * inv_n.unsqueeze(-2))  # Ũ Ũᵀ
     lam, vec, mask = _eigh_psd(a, rtol)
-    proj = torch.where(mask, vec.sum(-2), 0.0)  # components of 𝟙 along the kept eigenvectors
-    c = (vec @ _safe_div(proj, torch.where(mask, lam, 0.0)).unsqueeze(-1)).squeeze(-1)
+    proj = vec.sum(-2)  # components of 𝟙 along the eigenvectors
+    coef = torch.where(mask, proj / lam, 0.0)
     # 𝟙 (numerically) orthogonal to the range: d_u = 0, no conflict-free direction (e.g. g_2 = -g_1)
-    c = torch.where((proj * proj).sum(-1, keepdim=True) > rtol * k, c, 0.0)
-    x = inv_n * c  # x = Σ_i x_i g_i
+    inside = torch.where(mask, proj * proj, 0.0).sum(-1, keepdim=True) > rtol * k
+    x = inv_n * (vec @ coef.unsqueeze(-1)).squeeze(-1)  # x = Σ_i x_i g_i
     gx = (g @ x.unsqueeze(-1)).squeeze(-1)  # g_iᵀ x
     xx = (x * gx).sum(-1, keepdim=True)  # ‖x‖²
     length = gx.sum(-1, keepdim=True)  # Σ_i g_iᵀ x
-    return _safe_div(length, xx) * x
+    return torch.where(inside & (xx > 0), length / xx * x, 0.0)
 
 
 def _one_hot(index: Tensor, k: int, dtype: torch.dtype) -> Tensor:
@@ -155,14 +167,14 @@ def pcgrad_weights(gramian: Tensor, order: Tensor) -> Tensor:
     g = gramian.to(torch.float64)
     k = g.shape[-1]
     order = order.to(g.device)
-    diag = g.diagonal(dim1=-2, dim2=-1)
-    c = torch.eye(k, dtype=g.dtype, device=g.device).expand_as(g).clone()
+    diag = g.diagonal(dim1=-2, dim2=-1).unsqueeze(-2).expand(*g.shape[:-1], k)  # diag[..., i, j] = G_jj
+    c = eye(k, g.device, g.dtype).expand_as(g)
     for step in range(k - 1):
-        j = order[..., step]
-        onehot = _one_hot(j, k, g.dtype)
-        inner = ((c @ g) * onehot).sum(-1)
-        coef = _safe_div(inner, diag.gather(-1, j))
-        c = c - torch.where(inner < 0, coef, 0.0).unsqueeze(-1) * onehot
+        j = order[..., step : step + 1]  # (..., K, 1): the task each row visits now
+        inner = (c @ g).gather(-1, j)  # g_i^PCᵀ g_j
+        # a zero gradient g_j has inner = 0: 0/0 is never selected
+        coef = torch.where(inner < 0, inner / diag.gather(-1, j), 0.0)
+        c = c.scatter_add(-1, j, -coef)
     return c
 
 
