@@ -57,13 +57,13 @@ gradient noise EW already escapes from (9, 9) at 2).
 
 from __future__ import annotations
 
-import csv
-import inspect
+import argparse
+import ast
 import math
 import os
+import sys
 import time
 from collections.abc import Mapping, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TextIO
@@ -71,32 +71,14 @@ from typing import Any, Literal, TextIO
 import torch
 from torch import Tensor, nn
 
-from .. import methods as _methods
-from .._balancer import Balancer
-from .._plot import figure_class
+if not __package__:  # run as a script: make the repository root importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-__all__ = [
-    "DEFAULT_METHODS",
-    "LOWER",
-    "PARETO_X2",
-    "VARIANTS",
-    "X1_RANGE",
-    "Job",
-    "RunResult",
-    "ToyResult",
-    "Variant",
-    "format_markdown",
-    "losses",
-    "noisy_losses",
-    "pareto_distance",
-    "pareto_x2",
-    "plot_trajectories",
-    "resolve_methods",
-    "run",
-    "run_job",
-    "write_csv",
-    "write_outputs",
-]
+from experiments import common
+from molearn import Balancer
+from molearn import methods as _methods
+
+NAME = "toy"
 
 LOWER = 5e-6
 X1_RANGE = (-7.0, 7.0)
@@ -259,16 +241,6 @@ def resolve_methods(names: Sequence[str] | None, *, strict: bool = True) -> tupl
     return found, missing
 
 
-def _accepted_kwargs(method: str, kwargs: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
-    """Split ``kwargs`` into those the method's constructor takes and the names it does not."""
-    cls = _methods.registry()[method]
-    params = inspect.signature(cls.__init__).parameters.values()
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
-        return dict(kwargs), []
-    names = {p.name for p in params}
-    return {k: v for k, v in kwargs.items() if k in names}, [k for k in kwargs if k not in names]
-
-
 # --------------------------------------------------------------------------------------------- one run
 @dataclass(frozen=True)
 class Job:
@@ -330,12 +302,8 @@ def run_job(job: Job) -> RunResult:
     entering the loss as ``z_i · (x - x.detach())``: the loss values are unchanged and each task
     gradient gets ``+ z_i``. Methods that need several batches therefore get independent noise.
     """
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # 2-element tensors: threads only add synchronisation (and stall under load)
-    try:
+    with common.single_thread():  # 2-element tensors: threads only add synchronisation
         return _run_job(job)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _run_job(job: Job) -> RunResult:
@@ -394,10 +362,6 @@ def _run_job(job: Job) -> RunResult:
         seconds=time.perf_counter() - t0,
         error=error,
     )
-
-
-def _worker_init() -> None:
-    torch.set_num_threads(1)
 
 
 # --------------------------------------------------------------------------------------------- timing
@@ -503,21 +467,21 @@ def run(
     found, missing = resolve_methods(methods)
     say = (lambda msg: print(msg, file=log, flush=True)) if log is not None else (lambda msg: None)
     if missing:
-        say(f"molearn toy: not registered (skipped): {', '.join(missing)}")
+        say(f"toy: not registered (skipped): {', '.join(missing)}")
     if not found:
         raise ValueError("no method to run")
     over = {_key(k): dict(v) for k, v in (overrides or {}).items()}
     all_kwargs: dict[str, dict[str, Any]] = {}
     for m in found:
         base = {_key(k): v for k, v in var.method_kwargs.items()}.get(_key(m), {})
-        kw, dropped = _accepted_kwargs(m, base)
+        kw, dropped = common.method_kwargs(m, base)
         if dropped:
-            say(f"molearn toy: {m} does not take {', '.join(dropped)} (variant option ignored)")
+            say(f"toy: {m} does not take {', '.join(dropped)} (variant option ignored)")
         kw.update(over.get(_key(m), {}))
         try:
             _methods.get(m, **kw)
         except Exception as exc:  # e.g. a method with a required argument under methods=["all"]
-            say(f"molearn toy: cannot construct {m} with {kw} ({type(exc).__name__}: {exc}); skipped")
+            say(f"toy: cannot construct {m} with {kw} ({type(exc).__name__}: {exc}); skipped")
             continue
         all_kwargs[m] = kw
     found = [m for m in found if m in all_kwargs]
@@ -530,15 +494,15 @@ def run(
         time_scale = 1.0
     if time_scale == "auto" or workers > 1:
         per_step = {m: step_seconds(m, all_kwargs[m], var) for m in found}
-        say("molearn toy: time per step: " + ", ".join(f"{m} {1e3 * t:.2f} ms" for m, t in per_step.items()))
+        say("toy: time per step: " + ", ".join(f"{m} {1e3 * t:.2f} ms" for m, t in per_step.items()))
     if time_scale == "auto":
         time_scale, est = auto_time_scale(
             per_step, len(var.starts), var.iterations, workers, budget, var.max_time_scale
         )
-        say(f"molearn toy: time scale {time_scale:g} (estimated {est:.0f} s, budget {budget:g} s)")
+        say(f"toy: time scale {time_scale:g} (estimated {est:.0f} s, budget {budget:g} s)")
     elif iterations is None and float(time_scale) > var.max_time_scale:
         say(
-            f"molearn toy: time scale {float(time_scale):g} is coarser than {var.max_time_scale:g}, the "
+            f"toy: time scale {float(time_scale):g} is coarser than {var.max_time_scale:g}, the "
             f"coarsest checked to keep the papers' outcomes on variant {var.name}"
         )
     k = float(time_scale)
@@ -567,36 +531,24 @@ def run(
         for i, s in enumerate(var.starts)
     ]
     say(
-        f"molearn toy: variant {var.name}, {len(found)} method(s) x {len(var.starts)} start(s), "
+        f"toy: variant {var.name}, {len(found)} method(s) x {len(var.starts)} start(s), "
         f"{n_iter} Adam steps (lr {step_lr:g}, betas ({betas[0]:.4g}, {betas[1]:.4g})), {workers} process(es)"
     )
     t0 = time.perf_counter()
-    results: list[RunResult] = []
 
-    def report(r: RunResult) -> None:
-        results.append(r)
+    def describe(r: RunResult) -> str:
         sx, sy = r.start
         status = r.outcome if r.error else ("reached" if r.reached else "NOT reached")
-        say(
-            f"[{len(results):>3}/{len(job_list)}] {r.method:<10} start {r.start_index} ({sx:g}, {sy:g}): "
+        return (
+            f"{r.method:<10} start {r.start_index} ({sx:g}, {sy:g}): "
             f"end ({r.end[0]:.3f}, {r.end[1]:.3f}), distance {r.distance:.3g}, {status} "
             f"({r.seconds:.1f} s, {1e3 * r.seconds / max(1, n_iter):.2f} ms/step)"
         )
 
-    if workers == 1:
-        for job in job_list:
-            report(run_job(job))
-    else:
-        import multiprocessing as mp
-
-        # longest jobs first, so that no worker is left with a long one at the end
-        ordered = sorted(job_list, key=lambda j: -per_step.get(j.method, 0.0))
-        ctx = mp.get_context("spawn")
-        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_worker_init) as pool:
-            pending: list[Future[RunResult]] = [pool.submit(run_job, job) for job in ordered]
-            for fut in as_completed(pending):
-                report(fut.result())
-    results.sort(key=lambda r: (found.index(r.method), r.start_index))
+    results = common.run_jobs(
+        run_job, job_list, jobs=workers, describe=describe, log=log,
+        cost=lambda j: per_step.get(j.method, 0.0),  # the longest first
+    )
     return ToyResult(
         variant=var,
         methods=found,
@@ -613,7 +565,7 @@ def run(
 
 
 # --------------------------------------------------------------------------------------------- outputs
-_COLUMNS = (
+COLUMNS = (
     "method",
     "start",
     "start_x1",
@@ -635,29 +587,27 @@ def _display(method: str) -> str:
     return cls.__name__ if cls is not None else method
 
 
-def write_csv(result: ToyResult, path: str | os.PathLike[str]) -> None:
-    """One row per (method, start): start, end point, f1, f2 (unscaled), distance, reached, ..."""
-    with open(path, "w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(_COLUMNS)
-        for r in result.results:
-            w.writerow(
-                [
-                    _display(r.method),
-                    r.start_index,
-                    r.start[0],
-                    r.start[1],
-                    f"{r.end[0]:.6g}",
-                    f"{r.end[1]:.6g}",
-                    f"{r.f1:.6g}",
-                    f"{r.f2:.6g}",
-                    f"{r.distance:.6g}",
-                    "yes" if r.reached else "no",
-                    "" if r.settled_at is None else r.settled_at,
-                    r.outcome,
-                    f"{r.seconds:.2f}",
-                ]
-            )
+def csv_rows(result: ToyResult) -> list[list[Any]]:
+    """One row per (method, start) under :data:`COLUMNS`: start, end point, f1, f2 (unscaled), distance,
+    reached, ..."""
+    return [
+        [
+            _display(r.method),
+            r.start_index,
+            r.start[0],
+            r.start[1],
+            f"{r.end[0]:.6g}",
+            f"{r.end[1]:.6g}",
+            f"{r.f1:.6g}",
+            f"{r.f2:.6g}",
+            f"{r.distance:.6g}",
+            "yes" if r.reached else "no",
+            "" if r.settled_at is None else r.settled_at,
+            r.outcome,
+            f"{r.seconds:.2f}",
+        ]
+        for r in result.results
+    ]
 
 
 def format_markdown(result: ToyResult) -> str:
@@ -699,12 +649,11 @@ def format_markdown(result: ToyResult) -> str:
 
 def plot_trajectories(result: ToyResult, path: str | os.PathLike[str], *, grid: int = 200) -> None:
     """One panel per method: contours of the mean loss, the Pareto set, one trajectory per start."""
-    Figure = figure_class("trajectories plot")
     var = result.variant
     n = len(result.methods)
     ncols = min(3, n)
     nrows = math.ceil(n / ncols)
-    fig = Figure(figsize=(4.2 * ncols, 4.0 * nrows), layout="constrained")
+    fig = common.figure("trajectories plot", figsize=(4.2 * ncols, 4.0 * nrows), layout="constrained")
     axes = fig.subplots(nrows, ncols, squeeze=False)
     lim = 10.5
     g = torch.linspace(-lim, lim, grid, dtype=torch.float64)
@@ -754,14 +703,117 @@ def plot_trajectories(result: ToyResult, path: str | os.PathLike[str], *, grid: 
     fig.savefig(path, dpi=110)
 
 
-def write_outputs(result: ToyResult, out: str | os.PathLike[str], *, plot: bool = True) -> dict[str, Path]:
-    """Write ``endpoints.md``, ``endpoints.csv`` and (with ``plot``) ``trajectories.png`` into ``out``."""
-    out_dir = Path(out)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    paths = {"endpoints.md": out_dir / "endpoints.md", "endpoints.csv": out_dir / "endpoints.csv"}
-    paths["endpoints.md"].write_text(format_markdown(result))
-    write_csv(result, paths["endpoints.csv"])
+def write_outputs(result: ToyResult, out: str | os.PathLike[str], *, plot: bool = True) -> common.Outputs:
+    """``results.md``, ``results.csv`` and (with ``plot``) ``trajectories.png`` in ``out``."""
+    files = common.Outputs(out)
+    files.text("results.md", format_markdown(result))
+    files.csv("results.csv", csv_rows(result), COLUMNS)
     if plot:
-        paths["trajectories.png"] = out_dir / "trajectories.png"
-        plot_trajectories(result, paths["trajectories.png"])
-    return paths
+        plot_trajectories(result, files.path("trajectories.png"))
+    return files
+
+
+# --------------------------------------------------------------------------------------------- command line
+def _parse_set(items: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """``["cagrad.c=0.5", "famo.gamma=1e-3"]`` -> ``{"cagrad": {"c": 0.5}, "famo": {"gamma": 0.001}}``."""
+    out: dict[str, dict[str, Any]] = {}
+    for item in items:
+        head, sep, raw = item.partition("=")
+        method, dot, key = head.partition(".")
+        if not sep or not dot or not method or not key:
+            raise ValueError(f"--set expects METHOD.OPTION=VALUE, got {item!r}")
+        try:
+            value: Any = ast.literal_eval(raw)
+        except (ValueError, SyntaxError):
+            value = raw
+        out.setdefault(method, {})[key] = value
+    return out
+
+
+def _time_scale(text: str) -> float | str:
+    if text == "auto":
+        return text
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number > 0 or 'auto', got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a number > 0 or 'auto', got {text!r}")
+    return value
+
+
+#: ``--quick``: the paper's schedule this many times coarser (200 steps of the nash variant)
+QUICK_TIME_SCALE = 175.0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = common.parser(
+        NAME,
+        __doc__,
+        methods="method names, or 'all' for every registered method "
+        f"(default: those registered of {','.join(DEFAULT_METHODS)})",
+        known_methods=[*_methods.registry(), "all"],
+        jobs=True,
+        quick=f"seconds: the paper's schedule {QUICK_TIME_SCALE:g}x coarser (too coarse for its outcomes)",
+    )
+    p.add_argument(
+        "--variant",
+        choices=sorted(VARIANTS),
+        default="nash",
+        help="published set-up: " + "; ".join(f"{k}: {v.description}" for k, v in VARIANTS.items()),
+    )
+    p.add_argument(
+        "--time-scale",
+        type=_time_scale,
+        default="auto",
+        metavar="K|auto",
+        help="run the paper's Adam schedule K times coarser (lr*K, steps/K, betas**K); 'auto' (default): "
+        "the finest of 1, 2, 5, 10, 20, 35 (at most the variant's checked limit: nash/famo 10, cagrad 5, "
+        "sdmgrad 1) whose measured cost fits --budget",
+    )
+    p.add_argument("--budget", type=float, default=240.0, help="seconds aimed at by --time-scale auto (240)")
+    p.add_argument("--paper", action="store_true", help="the paper's exact schedule (= --time-scale 1)")
+    p.add_argument("--iterations", type=int, default=None, help="Adam steps per start")
+    p.add_argument("--lr", type=float, default=None, help="Adam learning rate (overrides the schedule)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the first start (start i uses seed + i)")
+    p.add_argument("--tol", type=float, default=0.05, help="distance to the Pareto set counted as reached")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="METHOD.OPTION=VALUE",
+        help="method option on top of the variant's, e.g. --set cagrad.c=0.5 (repeatable)",
+    )
+    return p
+
+
+def _main(args: argparse.Namespace) -> int:
+    t0 = time.perf_counter()
+    if args.paper and args.time_scale not in ("auto", 1.0):
+        raise ValueError("--paper and --time-scale disagree")
+    scale = 1.0 if args.paper else QUICK_TIME_SCALE if args.quick else args.time_scale
+    result = run(
+        args.variant,
+        args.methods,
+        iterations=args.iterations,
+        lr=args.lr,
+        time_scale=scale,
+        budget=args.budget,
+        seed=args.seed,
+        tol=args.tol,
+        jobs=args.jobs,
+        overrides=_parse_set(args.set),
+        log=sys.stderr,
+    )
+    files = write_outputs(result, args.out, plot=not args.no_plot)
+    status = files.done(NAME, format_markdown(result), t0)
+    return 1 if any(r.error for r in result.results) else status
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python experiments/toy/run.py [options]``; returns the exit status."""
+    return common.main(NAME, build_parser, _main, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

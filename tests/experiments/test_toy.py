@@ -1,6 +1,6 @@
 """The CAGrad 2-D toy: formulas, Pareto set, and the outcomes the papers report (short, time-scaled runs).
 
-Short runs use the runner's time scaling (see ``molearn.bench.toy``): ``k`` times the paper's Adam lr,
+Short runs use the runner's time scaling (see ``experiments/toy/run.py``): ``k`` times the paper's Adam lr,
 ``1/k`` of its steps and betas ``(0.9^k, 0.999^k)``, a coarser discretisation of the same Adam path.
 Checked against the paper's schedule (k = 1: 35k steps at lr 1e-3) with an independent closed-form
 implementation: for k in 1, 5, 10, 20, 35 Adam on the summed loss stays stuck above x2 = 0 from (9, 9)
@@ -17,9 +17,11 @@ import math
 import pytest
 import torch
 
-from molearn.bench import toy
-from molearn.bench.toy import Job
+from experiments import common
 from molearn.methods import registry
+
+toy = common.load("toy")
+Job = toy.Job
 
 EW_OPTIMUM_X1 = -63 / 11  # argmin over x1 of 0.1 f1 + f2 on the set: -0.1 (7 - x1) + (x1 + 7) = 0
 
@@ -147,7 +149,7 @@ def test_noise_changes_gradients_not_values() -> None:
 # ----------------------------------------------------------------------------------- outcomes
 def _job(method: str, start: tuple[float, float], k: float, *, tol: float = 0.05) -> Job:
     v = toy.VARIANTS["nash"]
-    kwargs, _ = toy._accepted_kwargs(method, v.method_kwargs.get(method, {}))
+    kwargs, _ = common.method_kwargs(method, v.method_kwargs.get(method, {}))
     return Job(
         method=method,
         kwargs=kwargs,
@@ -256,12 +258,12 @@ def test_run_writes_the_table_csv_and_plot(tmp_path) -> None:
     assert order == [(m, i) for m in ("ew", "mgda") for i in range(3)]
     assert all(r.steps[-1] == 12 and len(r.points) == len(r.steps) for r in result.results)
     assert result.kwargs["ew"] == {"reduction": "mean"}
-    assert any("[  6/6]" in line for line in logged)
-    paths = toy.write_outputs(result, tmp_path / "out")
-    md = paths["endpoints.md"].read_text()
+    assert any("[6/6]" in line for line in logged)
+    paths = toy.write_outputs(result, tmp_path / "out").paths
+    md = paths["results.md"].read_text()
     assert md.count("| EW | (") == 3 and md.count("| MGDA | (") == 3
     assert "| EW | 0/3 |" in md
-    with open(paths["endpoints.csv"]) as fh:
+    with open(paths["results.csv"]) as fh:
         rows = list(csv.DictReader(fh))
     assert len(rows) == 6 and rows[0]["method"] == "EW" and rows[0]["reached"] == "no"
     assert float(rows[0]["start_x1"]) == -8.5
@@ -275,3 +277,61 @@ def test_a_failing_method_becomes_an_error_row() -> None:
     bad = toy.Job("ew", {}, 0, (float("nan"), 0.0), 0.1, 1e-3, 3)
     r = toy.run_job(bad)
     assert r.error is not None and not r.reached and r.outcome.startswith("error")
+
+
+# ----------------------------------------------------------------------------------- command line
+def test_toy_writes_the_files(tmp_path, capsys) -> None:
+    pytest.importorskip("matplotlib")
+    out = tmp_path / "toy"
+    rc = toy.main(["--out", str(out), "--methods", "ew,famo", "--iterations", "15", "--jobs", "1"])
+    assert rc == 0
+    assert {p.name for p in out.iterdir()} == {"results.md", "results.csv", "trajectories.png"}
+    captured = capsys.readouterr()
+    assert "| EW | (-8.5, 7.5) |" in captured.out  # the table is printed
+    assert "[10/10]" in captured.err and "wrote" in captured.err  # progress lines on stderr
+    with open(out / "results.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [r["method"] for r in rows] == ["EW"] * 5 + ["FAMO"] * 5
+    assert (out / "results.md").read_text().startswith("# CAGrad 2-D toy, variant `nash`")
+
+
+def test_toy_in_worker_processes_without_plot(tmp_path, capsys) -> None:
+    out = tmp_path / "toy"
+    argv = ["--out", str(out), "--methods", "ew", "--variant", "cagrad", "--time-scale", "10000"]
+    rc = toy.main([*argv, "--jobs", "2"])
+    assert rc == 0
+    captured = capsys.readouterr()
+    assert "2 process(es)" in captured.err and "10 Adam steps" in captured.err  # 100k steps / 10000
+    with open(out / "results.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [int(r["start"]) for r in rows] == [0, 1, 2]
+    assert (out / "trajectories.png").exists()
+
+
+def test_toy_no_plot_and_method_options(tmp_path, capsys) -> None:
+    out = tmp_path / "toy"
+    argv = ["--out", str(out), "--methods", "ew", "--iterations", "3", "--jobs", "1", "--no-plot"]
+    assert toy.main([*argv, "--set", "ew.reduction='mean'"]) == 0
+    assert not (out / "trajectories.png").exists()
+    assert "EW {'reduction': 'mean'}" in (out / "results.md").read_text()
+    capsys.readouterr()
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--methods", "nope"], "unknown method 'nope'"),
+        (["--set", "reduction=mean"], "--set expects METHOD.OPTION=VALUE"),
+        (["--paper", "--time-scale", "5"], "--paper and --time-scale disagree"),
+    ],
+)
+def test_toy_bad_arguments(tmp_path, capsys, argv: list[str], message: str) -> None:
+    rc = toy.main(["--out", str(tmp_path / "x"), "--iterations", "2", "--jobs", "1", *argv])
+    assert rc == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
+
+
+def test_time_scale_must_be_positive(capsys) -> None:
+    assert toy.main(["--time-scale", "0"]) == 2  # argparse refuses it
+    assert "expected a number > 0 or 'auto'" in capsys.readouterr().err
