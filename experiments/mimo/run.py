@@ -1,27 +1,30 @@
-"""``molearn mimo``: modality imbalance in late-fusion training, MIMO against its baselines.
+"""Modality imbalance in late-fusion training: MIMO against its baselines.
 
 Every method × seed trains the same late-fusion model (one encoder per modality, uni-modal heads, a
 fusion head on the concatenated features) with SGD + momentum and reports the test accuracy of the fused
 head and of each uni-modal head (mean ± 95 % t-interval over seeds), the median time per step relative
 to joint training, and the imbalance: the accuracy of the weak modality's head under each method minus
 its accuracy when its encoder is trained alone (``unimodal``). Data: the audio-visual Fashion set
-(:mod:`molearn.datasets`: Fashion-MNIST images + synthesised spoken class names) or the
+(:func:`molearn.datasets.load_av_fashion`: Fashion-MNIST images + synthesised spoken class names, see
+``av-fashion.md``) or the
 synthetic two-Gaussian toy (``--data toy``; ``--quick`` always uses it).
 
 Methods: ``fused`` (fused loss only; uni-modal heads are probes on detached features), ``joint`` (sum of
 the fused and uni-modal losses, molearn ``EW``), ``unimodal`` (each encoder alone), ``ogm_ge``,
 ``gblend``, ``mgda``, ``cagrad``, ``fairgrad``, ``nashmtl`` (molearn methods on the objective vector
-``[L_fused, L_1, L_2]``) and ``mimo`` (molearn's reconstruction, see :mod:`molearn.multimodal._mimo`).
+``[L_fused, L_1, L_2]``) and ``mimo`` (molearn's reconstruction, see :class:`molearn.multimodal.MIMO`).
+
+:func:`imbalance_probe` measures the imbalance of the data set itself (``av-fashion.md``).
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
 import math
 import os
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,9 +32,14 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .._stats import mean_ci
-from ..methods import get
-from ..multimodal import (
+if not __package__:  # run as a script: make the repository root importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from experiments import common
+from molearn.compare import mean_ci
+from molearn.datasets import AVData, load_av_fashion
+from molearn.methods import get
+from molearn.multimodal import (
     MIMO,
     OGMGE,
     BalancerStrategy,
@@ -44,17 +52,7 @@ from ..multimodal import (
     two_gaussian_modalities,
 )
 
-__all__ = [
-    "METHODS",
-    "MimoResult",
-    "add_arguments",
-    "load_data",
-    "markdown",
-    "run",
-    "run_cli",
-    "summarize",
-    "write_outputs",
-]
+NAME = "mimo"
 
 Data = dict[str, Any]  # {"train": (inputs, labels), "heldout": ..., "test": ..., "name": str}
 
@@ -93,10 +91,6 @@ def load_data(name: str, *, n_per_class: int, seed: int = 0, heldout: float = 0.
         te = torch.arange(n_train, labels.shape[0])
         train, test = _split(inputs, labels, tr), _split(inputs, labels, te)
     elif name == "av_fashion":
-        try:
-            from ..datasets import load_av_fashion
-        except ImportError as exc:  # pragma: no cover - depends on the parallel work
-            raise ImportError(f"the av_fashion data set is not available ({exc}); use --data toy") from exc
         tr_d = load_av_fashion("train", n_per_class=n_per_class, seed=seed)
         te_d = load_av_fashion("test", n_per_class=max(1, n_per_class // 2), seed=seed)
         train = ({"image": tr_d.image.float(), "audio": tr_d.audio.float()}, tr_d.label.long())
@@ -184,7 +178,8 @@ def _init_worker(data: Data, threads: int) -> None:
     torch.set_num_threads(threads)
 
 
-def _one_run(method: str, seed: int, cfg: dict[str, Any]) -> dict[str, Any]:
+def _one_run(task: tuple[str, int, dict[str, Any]]) -> dict[str, Any]:
+    method, seed, cfg = task
     assert _DATA is not None
     data = _DATA
     model = _build_model(data, seed)
@@ -236,7 +231,7 @@ def run(
     *,
     data: str = "av_fashion",
     methods: tuple[str, ...] = METHODS,
-    seeds: int = 5,
+    seeds: int | Sequence[int] = 5,
     epochs: int = 5,
     batch_size: int = 64,
     lr: float = 0.05,
@@ -244,7 +239,7 @@ def run(
     ogm_alpha: float = 0.8,
     jobs: int = 1,
     threads: int = 1,
-    log: Callable[[str], None] | None = None,
+    log: Any = sys.stderr,
 ) -> MimoResult:
     """Train every method × seed and summarise (see the module docstring)."""
     unknown = [m for m in methods if m not in METHODS]
@@ -254,41 +249,27 @@ def run(
         raise ValueError(
             "the methods must include 'joint' (time reference) and 'unimodal' (imbalance reference)"
         )
-    if seeds < 1 or epochs < 1 or jobs < 1:
+    seed_list = list(range(seeds)) if isinstance(seeds, int) else list(seeds)
+    if not seed_list or epochs < 1 or jobs < 1:
         raise ValueError("seeds, epochs and jobs must be >= 1")
     t0 = time.perf_counter()
     dataset = load_data(data, n_per_class=n_per_class)
     cfg = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "ogm_alpha": ogm_alpha}
-    tasks = [(m, s) for s in range(seeds) for m in methods]
-    runs: list[dict[str, Any]] = []
-    if jobs == 1:
-        old = torch.get_num_threads()
-        _init_worker(dataset, threads)
-        try:
-            for m, s in tasks:
-                runs.append(_one_run(m, s, cfg))
-                if log:
-                    log(f"{m} seed {s}: fused {runs[-1]['acc_fused']:.3f}")
-        finally:
-            torch.set_num_threads(old)
-    else:
-        import multiprocessing as mp
-        from concurrent.futures import ProcessPoolExecutor
-
-        ctx = mp.get_context("spawn")
-        with ProcessPoolExecutor(
-            jobs, mp_context=ctx, initializer=_init_worker, initargs=(dataset, threads)
-        ) as pool:
-            futs = [pool.submit(_one_run, m, s, cfg) for m, s in tasks]
-            for f in futs:
-                runs.append(f.result())
-                if log:
-                    log(f"{runs[-1]['method']} seed {runs[-1]['seed']}: fused {runs[-1]['acc_fused']:.3f}")
+    tasks = [(m, s, cfg) for s in seed_list for m in methods]
+    runs = common.run_jobs(
+        _one_run,
+        tasks,
+        jobs=jobs,
+        describe=lambda r: f"{r['method']} seed {r['seed']}: fused {r['acc_fused']:.3f}",
+        log=log,
+        initializer=_init_worker,
+        initargs=(dataset, threads),
+    )
     modalities = list(dataset["train"][0])
     weak, summary = summarize(runs, methods, modalities)
     config = {
         "data": data,
-        "seeds": seeds,
+        "seeds": len(seed_list),
         **cfg,
         "n_per_class": n_per_class,
         "jobs": jobs,
@@ -352,29 +333,22 @@ def markdown(result: MimoResult) -> str:
     return "\n".join(lines) + "\n" + note + "\n"
 
 
-def write_outputs(result: MimoResult, out: str | Path) -> list[Path]:
-    """``results.csv`` (one row per run), ``summary.csv``, ``results.md`` and ``accuracy.png`` (if
-    matplotlib is installed) into ``out``; returns the paths written."""
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for name, rows in (("results.csv", result.runs), ("summary.csv", result.summary)):
-        p = out / name
-        with open(p, "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=list(rows[0]))
-            w.writeheader()
-            w.writerows(rows)
-        paths.append(p)
-    md = out / "results.md"
-    md.write_text("# molearn mimo: modality imbalance, MIMO and baselines\n\n" + markdown(result))
-    paths.append(md)
-    try:
-        from .._plot import figure_class
+def write_outputs(result: MimoResult, out: str | os.PathLike[str], *, plot: bool = True) -> common.Outputs:
+    """``results.csv`` (one row per run), ``summary.csv``, ``results.md`` and (with ``plot``)
+    ``accuracy.png`` in ``out``."""
+    files = common.Outputs(out)
+    files.csv("results.csv", result.runs)
+    files.csv("summary.csv", result.summary)
+    title = "# experiments/mimo: modality imbalance, MIMO and baselines"
+    files.text("results.md", f"{title}\n\n{markdown(result)}")
+    if plot:
+        plot_accuracy(result, files.path("accuracy.png"))
+    return files
 
-        fig_cls = figure_class("mimo accuracy plot")
-    except ImportError:
-        return paths
-    fig = fig_cls(figsize=(11, 4))
+
+def plot_accuracy(result: MimoResult, path: str | os.PathLike[str]) -> None:
+    """Test accuracy of the fused and uni-modal heads per method (mean ± 95% CI), cost per step."""
+    fig = common.figure("mimo accuracy plot", figsize=(11, 4))
     names = [r["method"] for r in result.summary]
     keys = ["fused", *result.modalities]
     ax = fig.add_subplot(1, 2, 1)
@@ -396,36 +370,119 @@ def write_outputs(result: MimoResult, out: str | Path) -> list[Path]:
     ax2.tick_params(axis="x", rotation=45)
     ax2.set_title("cost per step")
     fig.tight_layout()
-    p = out / "accuracy.png"
-    fig.savefig(p, dpi=110)
-    paths.append(p)
-    return paths
+    fig.savefig(path, dpi=110)
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data", default="av_fashion", choices=["av_fashion", "toy"])
-    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
-    parser.add_argument("--seeds", type=int, default=5)
-    parser.add_argument("--epochs", type=int, default=5)
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--lr", type=float, default=0.05)
-    parser.add_argument("--n-per-class", type=int, default=400, help="samples per class (default 400)")
-    parser.add_argument(
+# ------------------------------------------------------------------------------------ imbalance probe
+def _encoder(modality: str, dim: int) -> nn.Module:
+    flat = 32 * 7 * 7 if modality == "image" else 32 * 10 * 16
+    return nn.Sequential(
+        nn.Conv2d(1, 16, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(16, 32, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(flat, dim),
+        nn.ReLU(),
+    )
+
+
+def imbalance_probe(
+    train: AVData,
+    test: AVData,
+    *,
+    epochs: int = 5,
+    seed: int = 0,
+    dim: int = 64,
+    lr: float = 1e-3,
+    batch_size: int = 64,
+) -> list[dict[str, float]]:
+    """Measure modality imbalance with a late-fusion model (concatenated features, one linear fusion head).
+
+    Trains three models with Adam on cross-entropy: image alone, audio alone, and joint (the fused logits
+    only). After every epoch it records test accuracy of each uni-modal model, of the fused model, and of
+    each modality's share of the joint model's logits (``W_m h_m + b / 2``, the uni-modal measure of OGM-GE,
+    Peng et al., CVPR 2022). Returns one dict per epoch.
+    """
+    torch.manual_seed(seed)
+    n_cls = len(train.class_names)
+    enc = {m: _encoder(m, dim) for m in ("image", "audio")}
+    heads = {m: nn.Linear(dim, n_cls) for m in ("image", "audio")}
+    j_enc = {m: _encoder(m, dim) for m in ("image", "audio")}
+    fusion = nn.Linear(2 * dim, n_cls)
+
+    def x_of(d: AVData, m: str, sl: Any) -> Tensor:
+        return d.image[sl] if m == "image" else d.audio[sl].unsqueeze(1)
+
+    uni_opt = {m: torch.optim.Adam([*enc[m].parameters(), *heads[m].parameters()], lr=lr) for m in enc}
+    j_params = [*j_enc["image"].parameters(), *j_enc["audio"].parameters(), *fusion.parameters()]
+    j_opt = torch.optim.Adam(j_params, lr=lr)
+    g = torch.Generator().manual_seed(seed)
+    rows = []
+    ce = nn.functional.cross_entropy
+    for epoch in range(1, epochs + 1):
+        perm = torch.randperm(len(train), generator=g)
+        for s in range(0, len(train), batch_size):
+            b = perm[s : s + batch_size]
+            y = train.label[b]
+            for m in enc:
+                uni_opt[m].zero_grad()
+                ce(heads[m](enc[m](x_of(train, m, b))), y).backward()
+                uni_opt[m].step()
+            j_opt.zero_grad()
+            h = torch.cat([j_enc["image"](train.image[b]), j_enc["audio"](train.audio[b].unsqueeze(1))], 1)
+            ce(fusion(h), y).backward()
+            j_opt.step()
+        with torch.no_grad():
+            row: dict[str, float] = {"epoch": float(epoch)}
+            for m in enc:
+                row[f"{m}_alone"] = _acc(heads[m](enc[m](x_of(test, m, slice(None)))), test.label)
+            hv, ha = j_enc["image"](test.image), j_enc["audio"](test.audio.unsqueeze(1))
+            w, bias = fusion.weight, fusion.bias
+            row["joint_fused"] = _acc(fusion(torch.cat([hv, ha], 1)), test.label)
+            row["joint_image"] = _acc(hv @ w[:, :dim].T + bias / 2, test.label)
+            row["joint_audio"] = _acc(ha @ w[:, dim:].T + bias / 2, test.label)
+        rows.append(row)
+    return rows
+
+
+def _acc(logits: Tensor, y: Tensor) -> float:
+    return float((logits.argmax(1) == y).float().mean())
+
+
+# ------------------------------------------------------------------------------------------ command line
+def build_parser() -> argparse.ArgumentParser:
+    p = common.parser(
+        NAME,
+        __doc__,
+        methods=f"methods of {','.join(METHODS)}; joint and unimodal are always run (default: all)",
+        known_methods=METHODS,
+        seeds="5; quick 2",
+        jobs=True,
+        quick="seconds: toy data, 2 seeds, 2 epochs, 20 examples per class, in this process",
+    )
+    p.add_argument("--data", default="av_fashion", choices=["av_fashion", "toy"], help="data set")
+    p.add_argument("--epochs", type=int, default=5, help="epochs (default 5)")
+    p.add_argument("--batch-size", type=int, default=64, help="batch size (default 64)")
+    p.add_argument("--lr", type=float, default=0.05, help="SGD learning rate (default 0.05)")
+    p.add_argument("--n-per-class", type=int, default=400, help="samples per class (default 400)")
+    p.add_argument(
         "--ogm-alpha",
         type=float,
         default=0.8,
         help="OGM-GE alpha (official: 0.1 default, 0.8 recommended for CREMA-D)",
     )
-    parser.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1), help="worker processes")
-    parser.add_argument("--quick", action="store_true", help="seconds: toy data, 2 seeds, 2 epochs")
-    parser.add_argument("--out", default="out/mimo")
+    return p
 
 
-def run_cli(args: argparse.Namespace) -> int:
+def _main(args: argparse.Namespace) -> int:
+    t0 = time.perf_counter()
     kw: dict[str, Any] = dict(
         data=args.data,
-        methods=tuple(args.methods),
-        seeds=args.seeds,
+        methods=tuple(m.lower() for m in args.methods or METHODS),
+        seeds=args.seeds if args.seeds is not None else 5,
         epochs=args.epochs,
         batch_size=args.batch_size,
         lr=args.lr,
@@ -435,9 +492,15 @@ def run_cli(args: argparse.Namespace) -> int:
     )
     if args.quick:
         kw.update(data="toy", seeds=2, epochs=2, n_per_class=20, jobs=1)
-    methods = kw["methods"]
-    kw["methods"] = tuple(dict.fromkeys(("joint", "unimodal", *methods)))
-    result = run(**kw, log=lambda s: print(s, flush=True))
-    write_outputs(result, args.out)
-    print(markdown(result))
-    return 0
+    kw["methods"] = tuple(dict.fromkeys(("joint", "unimodal", *kw["methods"])))
+    result = run(**kw)
+    return write_outputs(result, args.out, plot=not args.no_plot).done(NAME, markdown(result), t0)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python experiments/mimo/run.py [options]``; returns the exit status."""
+    return common.main(NAME, build_parser, _main, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -43,7 +43,7 @@ with a 95 % Student-t confidence interval.
 weighting from the optimal :math:`O(1/\sqrt n)` population risk, and the dynamic weights' variability
 drives a three-way trade-off among optimisation, generalisation and conflict avoidance; its MNIST figure
 (``plot.py``) shows :math:`R_{opt}, R_{pop}, |R_{gen}|` against γ, α and T. The measured trends are in
-``results.md`` (``docs/experiments/modo-tradeoff/`` holds a default run).
+``results.md`` (``experiments/modo-tradeoff/`` holds a default run).
 
 **Deviations.** Fashion-MNIST instead of MNIST. Mini-batches are drawn without replacement within an
 epoch of a per-seed shuffle; the official loop takes the first batch of a freshly shuffled loader at
@@ -63,13 +63,11 @@ use cross-entropy, L1 and hinge, followed here.
 from __future__ import annotations
 
 import argparse
-import csv
 import math
 import os
 import sys
 import time
 from collections.abc import Mapping, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
@@ -79,35 +77,17 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .. import methods as _methods
-from .._balancer import Balancer, NonFiniteLossError
-from .._plot import figure_class
-from .._stats import mean_ci
-from ..datasets import load_fashion_mnist
-from ..solvers import min_norm
+if not __package__:  # run as a script: make the repository root importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-__all__ = [
-    "LOSS_NAMES",
-    "METHODS",
-    "Checkpoint",
-    "Job",
-    "RunRecord",
-    "Settings",
-    "Sweep",
-    "ToyMLP",
-    "TradeoffResult",
-    "add_arguments",
-    "format_markdown",
-    "full_gradients",
-    "objectives",
-    "pareto_stationarity",
-    "plot_tradeoff",
-    "run",
-    "run_cli",
-    "run_job",
-    "summarise",
-    "write_outputs",
-]
+from experiments import common
+from molearn import Balancer, NonFiniteLossError
+from molearn import methods as _methods
+from molearn.compare import mean_ci
+from molearn.datasets import load_fashion_mnist
+from molearn.solvers import min_norm
+
+NAME = "modo-tradeoff"
 
 LOSS_NAMES = ("cross-entropy", "L1(softmax, one-hot)", "multi-class hinge")
 NUM_CLASSES = 10
@@ -268,12 +248,8 @@ def _nan_checkpoint(t: int) -> Checkpoint:
 
 def run_job(job: Job) -> RunRecord:
     """Train the MLP with the job's method through ``Balancer.step`` and SGD; evaluate at the checkpoints."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with common.single_thread():
         return _run_job(job)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _run_job(job: Job) -> RunRecord:
@@ -377,10 +353,6 @@ def _evaluate(model: ToyMLP, data: Split, t: int, ca: float, lam: Tensor) -> Che
         train_losses=tuple(float(v) for v in losses_tr),
         lambd=tuple(float(v) for v in lam),
     )
-
-
-def _worker_init() -> None:
-    torch.set_num_threads(1)
 
 
 # --------------------------------------------------------------------------------------------- sweeps
@@ -489,44 +461,29 @@ def run(settings: Settings | None = None, *, jobs: int = 1, log: TextIO | None =
     say = (lambda msg: print(msg, file=log, flush=True)) if log is not None else (lambda msg: None)
     workers = max(1, min(jobs, len(job_list)))
     say(
-        f"molearn modo-tradeoff: {len(job_list)} run(s) ({len(job_list) // max(1, len(s.seeds))} "
+        f"modo-tradeoff: {len(job_list)} run(s) ({len(job_list) // max(1, len(s.seeds))} "
         f"setting(s) x {len(s.seeds)} seed(s)), up to {max(j.checkpoints[-1] for j in job_list)} "
         f"iterations, {workers} process(es)"
     )
     t0 = time.perf_counter()
-    records: list[RunRecord] = []
 
-    def report(r: RunRecord) -> None:
-        records.append(r)
+    def describe(r: RunRecord) -> str:
         last = r.checkpoints[-1] if r.checkpoints else None
         tail = (
             f"R_opt {last.opt:.4g}, R_pop {last.pop:.4g}, CA {last.ca:.4g}, test acc {last.test_acc:.3f}"
             if last is not None
             else ""
         )
-        say(
-            f"[{len(records):>3}/{len(job_list)}] lr {r.lr:g} gamma {r.gamma:g} seed {r.seed}: "
-            f"{r.error or tail} ({r.seconds:.1f} s)"
-        )
+        return f"lr {r.lr:g} gamma {r.gamma:g} seed {r.seed}: {r.error or tail} ({r.seconds:.1f} s)"
 
-    if workers == 1:
-        for job in job_list:
-            report(run_job(job))
-    else:
-        import multiprocessing as mp
-
-        ordered = sorted(job_list, key=lambda j: -j.checkpoints[-1])  # longest first
-        ctx = mp.get_context("spawn")
-        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_worker_init) as pool:
-            pending: list[Future[RunRecord]] = [pool.submit(run_job, job) for job in ordered]
-            for fut in as_completed(pending):
-                report(fut.result())
+    records = common.run_jobs(
+        run_job, job_list, jobs=workers, describe=describe, log=log, cost=lambda j: j.checkpoints[-1]
+    )
     records.sort(key=lambda r: (r.lr, r.gamma, r.seed))
     return TradeoffResult(s, records, time.perf_counter() - t0, workers)
 
 
 # --------------------------------------------------------------------------------------------- statistics
-#: two-sided 95 % Student-t quantiles for 1..30 degrees of freedom
 #: the columns of results.csv and the markdown tables: (key, label)
 METRICS = (
     ("opt", "R_opt"),
@@ -580,7 +537,7 @@ def format_markdown(result: TradeoffResult, rows: Sequence[dict[str, Any]] | Non
     conf = METHODS[s.method]
     d, n_train, n_test = result.records[0].sizes if result.records else (0, 0, 0)
     lines = [
-        "# MoDo three-way trade-off on Fashion-MNIST (`molearn modo-tradeoff`)",
+        "# MoDo three-way trade-off on Fashion-MNIST (`experiments/modo-tradeoff`)",
         "",
         f"{n_train:,} training and {n_test:,} test images; MLP {d}→512→10 without activation, three "
         "objectives (cross-entropy, L1(softmax, one-hot), multi-class hinge), SGD; "
@@ -627,51 +584,45 @@ def format_markdown(result: TradeoffResult, rows: Sequence[dict[str, Any]] | Non
 _CSV_COLUMNS = ("sweep", "value", "lr", "gamma", "T", "seeds")
 
 
-def write_csv(rows: Sequence[dict[str, Any]], path: str | os.PathLike[str]) -> None:
+def csv_rows(rows: Sequence[dict[str, Any]]) -> tuple[list[str], list[list[Any]]]:
     """``results.csv``: one row per (sweep, value), mean and 95 % CI half-width of every metric."""
     cols = [*_CSV_COLUMNS, *(c for key, _ in METRICS for c in (key, f"{key}_ci95"))]
-    with open(path, "w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(cols)
-        for r in rows:
-            w.writerow([r[c] if isinstance(r[c], str | int) else f"{r[c]:.6g}" for c in cols])
+    return cols, [[r[c] if isinstance(r[c], str | int) else f"{r[c]:.6g}" for c in cols] for r in rows]
 
 
-def write_runs_csv(result: TradeoffResult, path: str | os.PathLike[str]) -> None:
+RUNS_COLUMNS = (
+    "lr",
+    "gamma",
+    "seed",
+    "T",
+    "opt",
+    "pop",
+    "gen",
+    "ca",
+    "train_acc",
+    "test_acc",
+    *(f"train_loss_{i}" for i in range(3)),
+    *(f"lambda_{i}" for i in range(3)),
+    "error",
+)
+
+
+def runs_rows(result: TradeoffResult) -> list[list[Any]]:
     """``runs.csv``: every (run, checkpoint) with the per-seed values, losses and final λ."""
-    with open(path, "w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(
-            [
-                "lr",
-                "gamma",
-                "seed",
-                "T",
-                "opt",
-                "pop",
-                "gen",
-                "ca",
-                "train_acc",
-                "test_acc",
-                *(f"train_loss_{i}" for i in range(3)),
-                *(f"lambda_{i}" for i in range(3)),
-                "error",
-            ]
-        )
-        for r in result.records:
-            for c in r.checkpoints:
-                w.writerow(
-                    [
-                        r.lr,
-                        r.gamma,
-                        r.seed,
-                        c.t,
-                        *(f"{v:.6g}" for v in (c.opt, c.pop, c.gen, c.ca, c.train_acc, c.test_acc)),
-                        *(f"{v:.6g}" for v in c.train_losses),
-                        *(f"{v:.6g}" for v in c.lambd),
-                        r.error or "",
-                    ]
-                )
+    return [
+        [
+            r.lr,
+            r.gamma,
+            r.seed,
+            c.t,
+            *(f"{v:.6g}" for v in (c.opt, c.pop, c.gen, c.ca, c.train_acc, c.test_acc)),
+            *(f"{v:.6g}" for v in c.train_losses),
+            *(f"{v:.6g}" for v in c.lambd),
+            r.error or "",
+        ]
+        for r in result.records
+        for c in r.checkpoints
+    ]
 
 
 # --------------------------------------------------------------------------------------------- figure
@@ -679,10 +630,9 @@ def plot_tradeoff(
     result: TradeoffResult, path: str | os.PathLike[str], rows: Sequence[dict[str, Any]] | None = None
 ) -> None:
     """One row of panels per sweep (γ, α, T): R_opt and R_pop; |R_gen|; CA distance (mean ± 95 % CI)."""
-    Figure = figure_class("trade-off figure")
     rows = list(rows if rows is not None else summarise(result))
     sweeps = result.settings.sweeps()
-    fig = Figure(figsize=(13, 3.4 * len(sweeps)), layout="constrained")
+    fig = common.figure("trade-off figure", figsize=(13, 3.4 * len(sweeps)), layout="constrained")
     axes = fig.subplots(len(sweeps), 3, squeeze=False)
     panels = (
         (("opt", "$R_{opt}$", "tab:green", "o-"), ("pop", "$R_{pop}$", "0.3", "s--")),
@@ -728,19 +678,17 @@ def plot_tradeoff(
 
 def write_outputs(
     result: TradeoffResult, out: str | os.PathLike[str], *, plot: bool = True
-) -> dict[str, Path]:
-    """Write ``results.md``, ``results.csv``, ``runs.csv`` and (``plot``) ``tradeoff.png`` into ``out``."""
-    out_dir = Path(out)
-    out_dir.mkdir(parents=True, exist_ok=True)
+) -> common.Outputs:
+    """``results.md``, ``results.csv``, ``runs.csv`` and (with ``plot``) ``tradeoff.png`` in ``out``."""
+    files = common.Outputs(out)
     rows = summarise(result)
-    paths = {name: out_dir / name for name in ("results.md", "results.csv", "runs.csv")}
-    paths["results.md"].write_text(format_markdown(result, rows))
-    write_csv(rows, paths["results.csv"])
-    write_runs_csv(result, paths["runs.csv"])
+    files.text("results.md", format_markdown(result, rows))
+    cols, table = csv_rows(rows)
+    files.csv("results.csv", table, cols)
+    files.csv("runs.csv", runs_rows(result), RUNS_COLUMNS)
     if plot:
-        paths["tradeoff.png"] = out_dir / "tradeoff.png"
-        plot_tradeoff(result, paths["tradeoff.png"], rows)
-    return paths
+        plot_tradeoff(result, files.path("tradeoff.png"), rows)
+    return files
 
 
 # --------------------------------------------------------------------------------------------- command line
@@ -755,37 +703,27 @@ QUICK = Settings(
 )
 
 
-def _floats(text: str) -> tuple[float, ...]:
-    try:
-        vals = tuple(float(v) for v in text.split(",") if v.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
-    if any(not v > 0 for v in vals):
+def _positive(text: str) -> tuple[float, ...]:
+    values = common.floats(text)
+    if any(not v > 0 for v in values):
         raise argparse.ArgumentTypeError(f"expected positive numbers, got {text!r}")
-    return vals
+    return values
 
 
-def _ints(text: str) -> tuple[int, ...]:
-    vals = _floats(text)
-    if any(v != int(v) for v in vals):
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}")
-    return tuple(int(v) for v in vals)
+def _positive_ints(text: str) -> tuple[int, ...]:
+    _positive(text)
+    return common.ints(text)
 
 
-def _seeds(text: str) -> tuple[int, ...]:
-    text = text.strip()
-    if text.isdigit():
-        return tuple(range(int(text)))
-    try:
-        return tuple(int(v) for v in text.split(",") if v.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a count or comma-separated seeds, got {text!r}") from None
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    """The options of ``molearn modo-tradeoff``."""
+def build_parser() -> argparse.ArgumentParser:
     d = Settings()
-    p.add_argument("--out", default="out/modo-tradeoff", help="output folder (default: out/modo-tradeoff)")
+    p = common.parser(
+        NAME,
+        __doc__,
+        seeds=f"{len(d.seeds)}",
+        jobs=True,
+        quick="seconds: T = 60, 2 seeds, 2 values a sweep, 10,000 training images",
+    )
     p.add_argument(
         "--data",
         default=None,
@@ -793,64 +731,54 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="folder with the Fashion-MNIST IDX files (default: $MOLEARN_FASHION_MNIST, else "
         "/usr/share/datasets/fashion-mnist from `apt-get install dataset-fashion-mnist`)",
     )
-    p.add_argument(
-        "--quick",
-        action="store_true",
-        help="a seconds-long version (T = 60, 2 seeds, 2 values a sweep, 10,000 training images)",
-    )
-    p.add_argument(
-        "--gammas", type=_floats, default=None, help=f"γ sweep (default {','.join(map(str, d.gammas))})"
-    )
-    p.add_argument("--lrs", type=_floats, default=None, help=f"α sweep (default {','.join(map(str, d.lrs))})")
-    p.add_argument("--ts", type=_ints, default=None, help=f"T sweep (default {','.join(map(str, d.ts))})")
+    p.add_argument("--gammas", type=_positive, default=None, help=f"γ sweep (default {_join(d.gammas)})")
+    p.add_argument("--lrs", type=_positive, default=None, help=f"α sweep (default {_join(d.lrs)})")
+    p.add_argument("--ts", type=_positive_ints, default=None, help=f"T sweep (default {_join(d.ts)})")
     p.add_argument("--lr", type=float, default=None, help=f"α of the γ and T sweeps (default {d.lr:g})")
     p.add_argument("--gamma", type=float, default=None, help=f"γ of the α and T sweeps (default {d.gamma:g})")
     p.add_argument(
         "--iterations", "-T", type=int, default=None, help=f"T of the γ and α sweeps (default {d.iterations})"
     )
     p.add_argument(
-        "--seeds",
-        type=_seeds,
-        default=None,
-        help=f"a count or a comma-separated list (default {len(d.seeds)})",
-    )
-    p.add_argument(
         "--ca-every",
-        type=int,
+        type=common.positive_int,
         default=None,
         help=f"iterations between CA-distance evaluations (default {d.ca_every})",
     )
     p.add_argument("--train-limit", type=int, default=None, help="use only this many training images")
-    p.add_argument(
-        "--jobs", type=int, default=min(2, os.cpu_count() or 1), help="worker processes (default 2)"
-    )
-    p.add_argument("--no-plot", action="store_true", help="skip the figure (no matplotlib needed)")
+    return p
+
+
+def _join(values: Sequence[float]) -> str:
+    return ",".join(map(str, values))
 
 
 def settings_from_args(args: argparse.Namespace) -> Settings:
-    base = QUICK if getattr(args, "quick", False) else Settings()
+    base = QUICK if args.quick else Settings()
     over: dict[str, Any] = {}
-    for name in ("gammas", "lrs", "ts", "lr", "gamma", "iterations", "seeds", "ca_every", "train_limit"):
+    for name in ("gammas", "lrs", "ts", "lr", "gamma", "iterations", "ca_every", "train_limit"):
         value = getattr(args, name, None)
         if value is not None:
             over[name] = value
-    if getattr(args, "data", None) is not None:
+    if args.seeds is not None:
+        over["seeds"] = tuple(args.seeds)
+    if args.data is not None:
         over["root"] = str(args.data)
     return replace(base, **over)
 
 
-def run_cli(args: argparse.Namespace) -> int:
-    """``molearn modo-tradeoff``: run the sweeps, write the outputs into ``--out``, print the tables."""
+def _main(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
-    if settings.ca_every < 1:
-        raise SystemExit("--ca-every must be >= 1")
-    try:
-        _load(settings.root)
-    except FileNotFoundError as exc:
-        print(f"molearn modo-tradeoff: {exc}", file=sys.stderr)
-        return 2
-    result = run(settings, jobs=max(1, int(args.jobs)), log=sys.stderr)
-    paths = write_outputs(result, args.out, plot=not args.no_plot)
-    print(paths["results.md"].read_text())
-    print(f"molearn modo-tradeoff: wrote {', '.join(str(p) for p in paths.values())}", file=sys.stderr)
-    return 0
+    _load(settings.root)  # a missing data set: FileNotFoundError saying how to install it
+    result = run(settings, jobs=args.jobs, log=sys.stderr)
+    files = write_outputs(result, args.out, plot=not args.no_plot)
+    return files.done(NAME, format_markdown(result))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python experiments/modo-tradeoff/run.py [options]``; returns the exit status."""
+    return common.main(NAME, build_parser, _main, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,4 +1,4 @@
-r"""SDMGrad-OS vs SDMGrad on a problem with many objectives (``molearn objective-sampling``).
+r"""SDMGrad-OS vs SDMGrad on a problem with many objectives.
 
 SDMGrad-OS (Xiao, Ban, Ji, "Direction-oriented Multi-objective Learning: Simple and Provable Stochastic
 Algorithms", NeurIPS 2023, `arXiv:2305.18409 <https://arxiv.org/abs/2305.18409>`_) includes each of the K
@@ -45,14 +45,13 @@ with n = 4 and 30% with n = 16).
 
 from __future__ import annotations
 
-import csv
+import argparse
 import inspect
 import math
 import os
 import sys
 import time
 from collections.abc import Callable, Generator, Mapping, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal, TextIO
@@ -60,33 +59,16 @@ from typing import Any, Literal, TextIO
 import torch
 from torch import Tensor, nn
 
-from .. import methods as _methods
-from .._balancer import Balancer
-from .._plot import figure_class
-from .._stats import mean_ci
-from ..solvers import min_norm
+if not __package__:  # run as a script: make the repository root importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-__all__ = [
-    "DEFAULT_METHODS",
-    "QUICK",
-    "Curve",
-    "Problem",
-    "Result",
-    "SeedRun",
-    "Setting",
-    "Settings",
-    "add_arguments",
-    "format_markdown",
-    "make_data",
-    "make_model",
-    "plot",
-    "run",
-    "run_cli",
-    "run_seed",
-    "setting",
-    "write_csv",
-    "write_outputs",
-]
+from experiments import common
+from molearn import Balancer
+from molearn import methods as _methods
+from molearn.compare import mean_ci
+from molearn.solvers import min_norm
+
+NAME = "objective-sampling"
 
 #: Setting keys run by default: the reference, full SDMGrad (official 1-batch, LibMTL 3-batch), OS n = 4/8/16.
 DEFAULT_METHODS = ("ew", "sdmgrad", "sdmgrad3", "os4", "os8", "os16")
@@ -268,15 +250,8 @@ def _constructor_kwargs(
 ) -> tuple[dict[str, Any], list[str]]:
     """The options the method's constructor accepts (and those it does not); a seeded ``generator``
     when the constructor takes one (random methods, e.g. SDMGrad-OS's sampling)."""
-    cls = _methods.registry()[method]
-    params = inspect.signature(cls.__init__).parameters
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-        kw = dict(kwargs)
-        dropped: list[str] = []
-    else:
-        kw = {k: v for k, v in kwargs.items() if k in params}
-        dropped = [k for k in kwargs if k not in params]
-    if "generator" in params:
+    kw, dropped = common.method_kwargs(method, kwargs)
+    if "generator" in inspect.signature(_methods.registry()[method].__init__).parameters:
         kw["generator"] = torch.Generator().manual_seed(7_919 * seed + 1)
     return kw, dropped
 
@@ -374,9 +349,7 @@ def run_seed(job: Job) -> list[SeedRun]:
     """Every setting of ``job`` on its seed, with one torch thread, interleaved: each setting trains up to
     its next checkpoint in turn, so that a change of the machine's load affects all settings alike and the
     time ratios stay comparable."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with common.single_thread():
         data = make_data(job.problem)
         runners = [_run_setting(job, s, data) for s in job.settings]
         results: list[SeedRun | None] = [None] * len(runners)
@@ -388,12 +361,6 @@ def run_seed(job: Job) -> list[SeedRun]:
                     except StopIteration as stop:
                         results[i] = stop.value
         return [r for r in results if r is not None]
-    finally:
-        torch.set_num_threads(threads)
-
-
-def _worker_init() -> None:
-    torch.set_num_threads(1)
 
 
 # --------------------------------------------------------------------------------------------- runner
@@ -498,7 +465,7 @@ def run(
         if s.key not in [c.key for c in chosen]:
             chosen.append(s)
     for n in notes:
-        say(f"molearn objective-sampling: {n}")
+        say(f"objective-sampling: {n}")
     if not chosen:
         raise ValueError("no setting to run")
     seed_list = list(range(seeds)) if isinstance(seeds, int) else list(seeds)
@@ -510,38 +477,28 @@ def run(
         for sd in seed_list
     ]
     say(
-        f"molearn objective-sampling: K = {problem.tasks} tasks, {len(chosen)} setting(s) x "
+        f"objective-sampling: K = {problem.tasks} tasks, {len(chosen)} setting(s) x "
         f"{len(seed_list)} seed(s), {steps} Adam steps (lr {lr:g}, batch {batch_size}), {workers} process(es)"
     )
     t0 = time.perf_counter()
-    runs: list[SeedRun] = []
 
-    def report(rs: list[SeedRun]) -> None:
-        runs.extend(rs)
+    def describe(rs: list[SeedRun]) -> str:
+        lines = []
         for r in rs:
             c = r.curve
             status = (
                 f"error ({r.error})"
                 if r.error
-                else (
-                    f"avg {c.avg_loss[-1]:.4f}, worst {c.worst_loss[-1]:.4f}, stat {c.stationarity[-1]:.3g}"
-                )
+                else f"avg {c.avg_loss[-1]:.4f}, worst {c.worst_loss[-1]:.4f}, stat {c.stationarity[-1]:.3g}"
             )
-            say(
+            lines.append(
                 f"seed {r.seed} {r.key:<9} {r.ms_per_step:7.2f} ms/step, "
                 f"{r.backward_passes:6.2f} backward/step, {status}"
             )
+        return "\n".join(lines)
 
-    if workers == 1:
-        for job in job_list:
-            report(run_seed(job))
-    else:
-        import multiprocessing as mp
-
-        ctx = mp.get_context("spawn")
-        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_worker_init) as pool:
-            for rs in pool.map(run_seed, job_list):
-                report(rs)
+    per_seed = common.run_jobs(run_seed, job_list, jobs=workers, describe=describe, log=log)
+    runs = [r for rs in per_seed for r in rs]
     for r in runs:
         if r.error:
             notes.append(f"{r.key} seed {r.seed}: {r.error}")
@@ -607,15 +564,14 @@ _CSV_FIELDS = (
 )
 
 
-def write_csv(result: Result, path: str | os.PathLike[str]) -> None:
+def csv_rows(result: Result) -> tuple[list[str], list[list[Any]]]:
     """One row per setting: every metric as mean and 95% CI half-width over the seeds."""
-    with open(path, "w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["key", "setting", "seeds", *[f"{f}_{x}" for f in _CSV_FIELDS for x in ("mean", "ci95")]])
-        for row in _rows(result):
-            w.writerow(
-                [row["key"], row["setting"], row["seeds"], *[f"{v:.6g}" for f in _CSV_FIELDS for v in row[f]]]
-            )
+    header = ["key", "setting", "seeds", *[f"{f}_{x}" for f in _CSV_FIELDS for x in ("mean", "ci95")]]
+    rows = [
+        [row["key"], row["setting"], row["seeds"], *[f"{v:.6g}" for f in _CSV_FIELDS for v in row[f]]]
+        for row in _rows(result)
+    ]
+    return header, rows
 
 
 def format_markdown(result: Result) -> str:
@@ -700,10 +656,9 @@ def _mean_curve(rs: list[SeedRun], attr: str) -> tuple[list[float], list[float]]
     return [m for m, _ in pairs], [h for _, h in pairs]
 
 
-def plot(result: Result, path: str | os.PathLike[str]) -> None:
+def plot_curves(result: Result, path: str | os.PathLike[str]) -> None:
     """Quality vs step (top row) and vs training wall-clock (bottom row), mean and 95% CI over seeds."""
-    Figure = figure_class("objective-sampling plot")
-    fig = Figure(figsize=(14, 8), layout="constrained")
+    fig = common.figure("objective-sampling plot", figsize=(14, 8), layout="constrained")
     axes = fig.subplots(2, len(_METRICS), squeeze=False)
     colors = ("0.45", "tab:red", "tab:purple", "tab:blue", "tab:green", "tab:orange", "tab:cyan", "tab:olive")
     shown: dict[tuple[int, int], list[float]] = {}
@@ -754,22 +709,18 @@ def plot(result: Result, path: str | os.PathLike[str]) -> None:
     fig.savefig(path, dpi=100)
 
 
-def write_outputs(
-    result: Result, out: str | os.PathLike[str], *, plot_figure: bool = True
-) -> dict[str, Path]:
-    """Write ``results.md``, ``results.csv`` and (with ``plot_figure``) ``objective_sampling.png``."""
-    out_dir = Path(out)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    paths = {"results.md": out_dir / "results.md", "results.csv": out_dir / "results.csv"}
-    paths["results.md"].write_text(format_markdown(result))
-    write_csv(result, paths["results.csv"])
-    if plot_figure:
-        paths["objective_sampling.png"] = out_dir / "objective_sampling.png"
-        plot(result, paths["objective_sampling.png"])
-    return paths
+def write_outputs(result: Result, out: str | os.PathLike[str], *, plot: bool = True) -> common.Outputs:
+    """``results.md``, ``results.csv`` and (with ``plot``) ``objective_sampling.png`` in ``out``."""
+    files = common.Outputs(out)
+    files.text("results.md", format_markdown(result))
+    header, rows = csv_rows(result)
+    files.csv("results.csv", rows, header)
+    if plot:
+        plot_curves(result, files.path("objective_sampling.png"))
+    return files
 
 
-# --------------------------------------------------------------------------------------------- CLI
+# --------------------------------------------------------------------------------------------- command line
 #: ``--quick``: K = 20, a smaller trunk, 2 seeds and 30 steps (seconds).
 QUICK: dict[str, Any] = {
     "problem": Problem(tasks=20, hidden=32, train_size=1024, test_size=512),
@@ -780,14 +731,15 @@ QUICK: dict[str, Any] = {
 }
 
 
-def add_arguments(p: Any) -> None:
-    """Options of ``molearn objective-sampling``."""
-    p.add_argument("--out", default="out/objective-sampling", help="output folder")
-    p.add_argument(
-        "--methods",
-        default=",".join(DEFAULT_METHODS),
-        help="comma-separated settings: ew, sdmgrad (1 batch), sdmgrad3 (3 batches), os<n> "
+def build_parser() -> argparse.ArgumentParser:
+    p = common.parser(
+        NAME,
+        __doc__,
+        methods="settings: ew, sdmgrad (1 batch), sdmgrad3 (3 batches), os<n> "
         f"(default: {','.join(DEFAULT_METHODS)})",
+        seeds="4; quick 2",
+        jobs=True,
+        quick="seconds: K = 20, 30 steps, 2 seeds",
     )
     p.add_argument(
         "--solver",
@@ -797,20 +749,16 @@ def add_arguments(p: Any) -> None:
         "(the RL code's for sdmgrad/os<n>, LibMTL's for sdmgrad3)",
     )
     p.add_argument("--tasks", type=int, default=None, help="number of objectives K (default 40; quick 20)")
-    p.add_argument("--seeds", type=int, default=None, help="number of seeds (default 4; quick 2)")
     p.add_argument("--steps", type=int, default=None, help="Adam steps per setting (default 400; quick 30)")
     p.add_argument("--lr", type=float, default=2e-3, help="Adam learning rate (default 2e-3)")
     p.add_argument("--batch-size", type=int, default=128, help="mini-batch size (default 128)")
     p.add_argument(
         "--eval-every", type=int, default=None, help="steps between checkpoints (default 20; quick 10)"
     )
-    p.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1), help="worker processes")
-    p.add_argument("--quick", action="store_true", help="a seconds-long version (K = 20, 30 steps, 2 seeds)")
-    p.add_argument("--no-plot", action="store_true", help="skip the figure (no matplotlib needed)")
+    return p
 
 
-def run_cli(args: Any) -> int:
-    """Run the comparison, write the outputs into ``args.out`` and print the table."""
+def _main(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     cfg: dict[str, Any] = dict(QUICK) if args.quick else {}
     problem: Problem = cfg.pop("problem", Problem())
@@ -820,25 +768,22 @@ def run_cli(args: Any) -> int:
         value = getattr(args, name)
         if value is not None:
             cfg[name] = value
-    try:
-        keys = [k for k in args.methods.split(",") if k.strip()]
-        result = run(
-            [setting(k, args.solver) for k in keys],
-            problem=problem,
-            lr=args.lr,
-            batch_size=args.batch_size,
-            jobs=args.jobs,
-            log=sys.stderr,
-            **cfg,
-        )
-    except (KeyError, ValueError) as exc:
-        print(f"molearn objective-sampling: {exc.args[0] if exc.args else exc}", file=sys.stderr)
-        return 2
-    paths = write_outputs(result, args.out, plot_figure=not args.no_plot)
-    print(format_markdown(result))
-    print(
-        f"molearn objective-sampling: wrote {', '.join(str(p) for p in paths.values())} "
-        f"in {time.perf_counter() - t0:.1f} s",
-        file=sys.stderr,
+    result = run(
+        [setting(k, args.solver) for k in args.methods or DEFAULT_METHODS],
+        problem=problem,
+        lr=args.lr,
+        batch_size=args.batch_size,
+        jobs=args.jobs,
+        log=sys.stderr,
+        **cfg,
     )
-    return 0
+    return write_outputs(result, args.out, plot=not args.no_plot).done(NAME, format_markdown(result), t0)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python experiments/objective-sampling/run.py [options]``; returns the exit status."""
+    return common.main(NAME, build_parser, _main, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,11 +1,11 @@
-r"""``molearn open-fl``: empirical stability radius of local SGD and local Adam in open federated learning.
+r"""Open federated learning (clients join and leave): empirical stability radius of local SGD and local Adam.
 
 Seed paper: Sun, Fernando, Chen, Shahrampour, "On the Stability Analysis of Open Federated Learning
 Systems", arXiv:2209.12307 (2022). Its abstract states that the radius of stability of local SGD and
 local Adam on strongly convex, smooth clients depends on the condition number of the functions and on
 the variance of the stochastic gradient; the bounds themselves could not be read from this machine, so
 this experiment measures the dependences without comparing to the paper's constants (see
-:mod:`molearn.federated._open_fl` for the model of a round and what is reconstruction).
+:func:`molearn.federated.simulate_open_fl` for the model of a round and what is reconstruction).
 
 Set-up (all through :func:`molearn.federated.simulate_open_fl`; the clients join by Poisson arrivals and
 leave by Bernoulli departures, FedAvg weights = data sizes, ``E`` local steps, radius = 0.95-quantile of
@@ -32,12 +32,12 @@ that sets them.
 from __future__ import annotations
 
 import argparse
-import csv
 import itertools
 import math
 import os
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
@@ -45,7 +45,12 @@ from typing import TextIO
 import torch
 from torch import Tensor
 
-from molearn.federated._open_fl import (
+if not __package__:  # run as a script: make the repository root importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from experiments import common
+from molearn.datasets import load_fashion_mnist
+from molearn.federated import (
     BernoulliPoissonProcess,
     LogisticClients,
     QuadraticClients,
@@ -54,17 +59,7 @@ from molearn.federated._open_fl import (
     simulate_open_fl,
 )
 
-__all__ = [
-    "OpenFLResult",
-    "Row",
-    "Settings",
-    "add_arguments",
-    "format_markdown",
-    "run",
-    "run_cli",
-    "write_outputs",
-]
-
+NAME = "open-fl"
 OPTIMIZERS = ("sgd", "adam")
 
 
@@ -72,7 +67,7 @@ OPTIMIZERS = ("sgd", "adam")
 class Settings:
     rounds: int = 600
     logit_rounds: int = 400
-    seeds: int = 3
+    seeds: int | tuple[int, ...] = 3  # a count N (seeds 0..N-1) or the seeds
     local_steps: int = 5
     adam_lr: float = 0.01
     quad_kappas: tuple[float, ...] = (1.0, 3.0, 10.0, 30.0, 100.0)
@@ -134,6 +129,10 @@ class OpenFLResult:
     notes: list[str] = field(default_factory=list)
 
 
+def _seed_list(seeds: int | Sequence[int]) -> list[int]:
+    return list(range(seeds)) if isinstance(seeds, int) else list(seeds)
+
+
 # ------------------------------------------------------------------------------------------- problems
 def _grad_var(obj: QuadraticClients | LogisticClients, x: Tensor, draws: int = 8, clients: int = 50) -> float:
     gen = torch.Generator().manual_seed(123)
@@ -178,8 +177,6 @@ def _synthetic_logistic(
 
 
 def _fmnist_partitions(clients: int, seed: int = 0) -> tuple[list[Tensor], list[Tensor]]:
-    from molearn.datasets import load_fashion_mnist
-
     images, labels = load_fashion_mnist(split="train")
     gen = torch.Generator().manual_seed(seed)
     x = images.reshape(images.shape[0], -1).to(torch.float64) / 255.0
@@ -230,7 +227,7 @@ def _measure(
     for opt in OPTIMIZERS:
         t0 = time.perf_counter()
         radii, dists, norms, ncl, skip = [], [], [], [], []
-        for seed in range(settings.seeds):
+        for seed in _seed_list(settings.seeds):
             trace = simulate_open_fl(
                 make,  # type: ignore[arg-type]
                 process,  # type: ignore[arg-type]
@@ -411,7 +408,7 @@ def format_markdown(result: OpenFLResult) -> str:
         "# Open federated learning: empirical stability radius",
         "",
         f"{s.rounds} rounds (logistic {s.logit_rounds}, Fashion-MNIST {s.fmnist_rounds} x {s.fmnist_seeds} "
-        f"seeds), E = {s.local_steps} local steps, {s.seeds} seed(s); "
+        f"seeds), E = {s.local_steps} local steps, {len(_seed_list(s.seeds))} seed(s); "
         "radius = 0.95-quantile of ||x_{t+1} - x*_t|| over the second half (mean ± sd over seeds); "
         "kappa and grad_var measured at the optimum of all clients (Fashion-MNIST: of 60 clients).",
         "",
@@ -440,28 +437,15 @@ def format_markdown(result: OpenFLResult) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_csv(result: OpenFLResult, path: str | os.PathLike[str]) -> None:
-    names = list(Row.__dataclass_fields__)
-    with open(path, "w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(names)
-        for r in result.rows:
-            w.writerow([getattr(r, n) for n in names])
-
-
 def plot_radius(result: OpenFLResult, path: str | os.PathLike[str]) -> None:
-    from molearn._plot import figure_class
-
-    Figure = figure_class("open-FL radius figure")
-    from matplotlib.ticker import NullFormatter
-
     panels = sorted(
         {(r.problem, r.sweep) for r in result.rows},
         key=lambda p: (["quadratic", "logistic", "fashion-mnist"].index(p[0]), p[1]),
     )
     cols = 3
     rows_n = max(1, math.ceil(len(panels) / cols))
-    fig = Figure(figsize=(4.2 * cols, 3.3 * rows_n), layout="constrained")
+    fig = common.figure("open-FL radius figure", figsize=(4.2 * cols, 3.3 * rows_n), layout="constrained")
+    from matplotlib.ticker import NullFormatter
     axes = fig.subplots(rows_n, cols, squeeze=False)
     for ax in axes.flat[len(panels) :]:
         ax.set_visible(False)
@@ -502,54 +486,54 @@ def plot_radius(result: OpenFLResult, path: str | os.PathLike[str]) -> None:
     fig.savefig(path, dpi=110)
 
 
-def write_outputs(result: OpenFLResult, out: str | os.PathLike[str], *, plot: bool = True) -> dict[str, Path]:
-    """Write ``results.md``, ``results.csv`` and (with ``plot``) ``radius.png`` into ``out``."""
-    out_dir = Path(out)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    paths = {"results.md": out_dir / "results.md", "results.csv": out_dir / "results.csv"}
-    paths["results.md"].write_text(format_markdown(result))
-    write_csv(result, paths["results.csv"])
+def write_outputs(result: OpenFLResult, out: str | os.PathLike[str], *, plot: bool = True) -> common.Outputs:
+    """``results.md``, ``results.csv`` and (with ``plot``) ``radius.png`` in ``out``."""
+    files = common.Outputs(out)
+    files.text("results.md", format_markdown(result))
+    names = list(Row.__dataclass_fields__)
+    files.csv("results.csv", [[getattr(r, n) for n in names] for r in result.rows], names)
     if plot:
-        paths["radius.png"] = out_dir / "radius.png"
-        plot_radius(result, paths["radius.png"])
-    return paths
+        plot_radius(result, files.path("radius.png"))
+    return files
 
 
-# ---------------------------------------------------------------------------------------------- CLI
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    """Options of ``molearn open-fl``."""
-    p.add_argument(
-        "--quick", action="store_true", help="a seconds-long check (tiny sweeps, no Fashion-MNIST)"
+# ---------------------------------------------------------------------------------------------- command line
+def build_parser() -> argparse.ArgumentParser:
+    p = common.parser(
+        NAME,
+        __doc__,
+        seeds=f"{DEFAULT.seeds}; Fashion-MNIST {DEFAULT.fmnist_seeds}",
+        quick="seconds: tiny sweeps, no Fashion-MNIST",
     )
     p.add_argument("--rounds", type=int, default=None, help=f"rounds per run (default {DEFAULT.rounds})")
-    p.add_argument("--seeds", type=int, default=None, help=f"seeds per setting (default {DEFAULT.seeds})")
     p.add_argument("--local-steps", type=int, default=None, help=f"E (default {DEFAULT.local_steps})")
     p.add_argument("--no-fmnist", action="store_true", help="skip the Fashion-MNIST sweeps")
     p.add_argument("--threads", type=int, default=1, help="torch threads (tiny tensors: 1 is fastest)")
-    p.add_argument("--out", default="open-fl", help="output directory")
-    p.add_argument("--no-plot", action="store_true", help="skip radius.png (no matplotlib needed)")
+    return p
 
 
-def run_cli(args: argparse.Namespace) -> int:
-    """``molearn open-fl``: run, write ``radius.png``, ``results.md``, ``results.csv``, print the table."""
+def _main(args: argparse.Namespace) -> int:
+    t0 = time.perf_counter()
     base = QUICK if args.quick else DEFAULT
-    kw = {}
+    kw: dict[str, object] = {}
     if args.rounds is not None:
         kw["rounds"] = args.rounds
     if args.seeds is not None:
-        kw["seeds"] = args.seeds
+        kw["seeds"] = tuple(args.seeds)
     if args.local_steps is not None:
         kw["local_steps"] = args.local_steps
     if args.no_fmnist:
         kw["fmnist"] = False
     settings = Settings(**{**base.__dict__, **kw})
     torch.set_num_threads(max(1, args.threads))
-    t0 = time.perf_counter()
     result = run(settings, log=sys.stderr)
-    paths = write_outputs(result, args.out, plot=not args.no_plot)
-    print(paths["results.md"].read_text())
-    print(
-        f"wrote {', '.join(str(p) for p in paths.values())} in {time.perf_counter() - t0:.0f}s",
-        file=sys.stderr,
-    )
-    return 0
+    return write_outputs(result, args.out, plot=not args.no_plot).done(NAME, format_markdown(result), t0)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python experiments/open-fl/run.py [options]``; returns the exit status."""
+    return common.main(NAME, build_parser, _main, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

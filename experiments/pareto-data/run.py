@@ -1,4 +1,4 @@
-r"""``molearn pareto --dataset``: a real-data Pareto front on Multi-Fashion (or Multi-MNIST).
+r"""A real-data Pareto front on Multi-Fashion (or Multi-MNIST): preference sweep and conditioned models.
 
 Two ways to get the front of the two tasks (left item, right item; cross-entropy each):
 
@@ -25,6 +25,8 @@ front's hypervolume divided by the best sweep method's.
 sweep 3 epochs per preference, conditioned 6 epochs (one conditioned model costs about three sweep runs
 and replaces all of them); the four conditioned models (film/input × LS/EPO) and 15 sweep runs take
 about 420 s of CPU time in all (measured), i.e. about 3.5 minutes on 2 idle cores with ``--jobs 2``.
+Every run uses one torch thread (``--jobs`` runs them side by side), so the numbers do not depend on
+``--jobs``.
 ``quick``: a few hundred pairs, seconds of CPU. Pareto HyperNetworks (Navon et al., ICLR 2021) and COSMOS
 train on all 120k pairs for 100+ epochs; these short schedules give fronts of under-trained models,
 consistently for all methods.
@@ -34,14 +36,11 @@ Outputs in ``--out``: ``front.png``, ``results.md``, ``results.csv``, ``points.c
 from __future__ import annotations
 
 import argparse
-import csv
 import math
-import multiprocessing as mp
 import sys
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -49,21 +48,23 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .._stats import fmt_cell
+if not __package__:  # run as a script: make the repository root importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-__all__ = [
-    "DEFAULT_COND_METHODS",
-    "DEFAULT_METHODS",
-    "SETTINGS",
-    "Front",
-    "Result",
-    "Settings",
-    "add_arguments",
-    "markdown",
-    "run",
-    "run_cli",
-    "write_outputs",
-]
+from experiments import common
+from molearn import Balancer
+from molearn.datasets import MULTI_DATASETS, MultiDataset
+from molearn.models import MultiLeNet
+from molearn.pareto import (
+    Hypervolume,
+    PreferenceAsInput,
+    PreferenceConditioned,
+    make_preference_method,
+    train_conditioned,
+    uniform_preferences,
+)
+
+NAME = "pareto-data"
 
 DEFAULT_DATASET = "multi_fashion"
 DEFAULT_METHODS = ("ls", "tchebycheff", "epo")
@@ -124,8 +125,6 @@ class Result:
 
 # ------------------------------------------------------------------------------------------ jobs
 def _check_dataset(name: str) -> str:
-    from ..datasets import MULTI_DATASETS
-
     key = name.lower().replace("-", "_")
     if key not in MULTI_DATASETS:
         raise ValueError(f"unknown dataset {name!r}; valid names: {', '.join(sorted(MULTI_DATASETS))}")
@@ -133,8 +132,6 @@ def _check_dataset(name: str) -> str:
 
 
 def _data(dataset: str, split: str, n: int) -> tuple[Tensor, Tensor]:
-    from ..datasets import MultiDataset
-
     return MultiDataset.load(dataset, split, n=n).tensors()
 
 
@@ -173,9 +170,6 @@ def _evaluate(
 
 
 def _lenet_conditioned(conditioning: str, size: int) -> nn.Module:
-    from ..models import MultiLeNet
-    from ..pareto._conditioned import PreferenceAsInput, PreferenceConditioned
-
     if conditioning == "input":
         return PreferenceAsInput(MultiLeNet(tasks=2, size=size, channels=3), n_obj=2)
     lenet = MultiLeNet(tasks=2, size=size)
@@ -188,14 +182,12 @@ def _lenet_conditioned(conditioning: str, size: int) -> nn.Module:
 
 def _job(spec: dict[str, Any]) -> dict[str, Any]:
     """One training run (a picklable dict in, a plain dict out): a sweep model at one preference, or a
-    conditioned model evaluated at many."""
-    from .. import Balancer
-    from ..models import MultiLeNet
-    from ..pareto._conditioned import train_conditioned
-    from ..pareto._sweep import make_preference_method
+    conditioned model evaluated at many (one torch thread)."""
+    with common.single_thread():
+        return _train(spec)
 
-    if spec["threads"] > 0:
-        torch.set_num_threads(spec["threads"])
+
+def _train(spec: dict[str, Any]) -> dict[str, Any]:
     s: Settings = Settings(**spec["settings"])
     x, y = _data(spec["dataset"], "train", s.n_train)
     xt, yt = _data(spec["dataset"], "test", s.n_test)
@@ -257,32 +249,28 @@ def run(
     n_eval_prefs: int = 11,
     seed: int = 0,
     jobs: int = 2,
-    say: Callable[[str], None] | None = None,
+    log: Any = sys.stderr,
 ) -> Result:
     """Train the sweep (``methods`` × ``n_prefs`` preferences) and the conditioned models
     (``conditioning`` × ``cond_methods``), evaluate them on the test pairs, score the fronts.
 
-    ``jobs``: worker processes (``spawn``, one torch thread each); 0 runs everything in this process.
+    ``jobs``: worker processes (``spawn``); 1 runs everything in this process.
     """
-    from ..pareto import Hypervolume
-    from ..pareto._sweep import uniform_preferences
-
     ds = _check_dataset(dataset)
     if isinstance(settings, str) and settings not in SETTINGS:
         raise ValueError(f"unknown settings {settings!r}; valid: {', '.join(SETTINGS)}")
     s = SETTINGS[settings] if isinstance(settings, str) else settings
     if n_prefs < 2 or n_eval_prefs < 2:
         raise ValueError(f"need at least 2 preferences, got n_prefs={n_prefs}, n_eval_prefs={n_eval_prefs}")
-    if jobs < 0:
-        raise ValueError(f"jobs must be >= 0, got {jobs}")
+    if jobs < 1:
+        raise ValueError(f"jobs must be >= 1, got {jobs}")
     for c in conditioning:
         if c not in CONDITIONINGS:
             raise ValueError(f"unknown conditioning {c!r}; valid: {', '.join(CONDITIONINGS)}")
     if not methods and not (cond_methods and conditioning):
         raise ValueError("nothing to run: no sweep methods and no conditioned model")
     _check_methods([*methods, *(cond_methods if conditioning else ())])
-    threads = 1 if jobs > 0 else max(1, torch.get_num_threads())
-    base = {"dataset": ds, "settings": asdict(s), "seed": seed, "threads": threads if jobs > 0 else 0}
+    base = {"dataset": ds, "settings": asdict(s), "seed": seed}
     prefs = uniform_preferences(2, n_prefs).tolist()
     eval_prefs = uniform_preferences(2, n_eval_prefs).tolist()
     specs: list[dict[str, Any]] = [
@@ -292,28 +280,18 @@ def run(
     ]  # longest first: the pool stays busy
     specs += [{**base, "kind": "sweep", "method": m, "pref": p} for m in methods for p in prefs]
 
-    say = say or (lambda _s: None)
     t0 = time.perf_counter()
-    done: list[dict[str, Any]] = []
 
-    def report(r: dict[str, Any]) -> None:
-        done.append(r)
+    def describe(r: dict[str, Any]) -> str:
         sp = r["spec"]
         what = (
             f"sweep {sp['method']} pref {sp['pref'][0]:.3f}"
             if sp["kind"] == "sweep"
             else (f"conditioned ({sp['conditioning']}) {sp['method']}")
         )
-        say(f"[{len(done)}/{len(specs)}] {what}: {r['seconds']:.1f} s  ({time.perf_counter() - t0:.0f} s)")
+        return f"{what}: {r['seconds']:.1f} s  ({time.perf_counter() - t0:.0f} s)"
 
-    if jobs == 0:
-        for sp in specs:
-            report(_job(sp))
-    else:
-        with ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn")) as pool:
-            futures = [pool.submit(_job, sp) for sp in specs]
-            for fut in as_completed(futures):
-                report(fut.result())
+    done = common.run_jobs(_job, specs, jobs=jobs, describe=describe, log=log)
     wall = time.perf_counter() - t0
 
     groups: dict[str, list[dict[str, Any]]] = {}
@@ -356,8 +334,6 @@ def _label(spec: dict[str, Any]) -> str:
 
 
 def _check_methods(names: Sequence[str]) -> None:
-    from ..pareto._sweep import make_preference_method
-
     for name in dict.fromkeys(names):
         try:
             meth = make_preference_method(name, torch.tensor([0.5, 0.5], dtype=torch.float64))
@@ -391,6 +367,13 @@ def _row(f: Front) -> dict[str, Any]:
     }
 
 
+def _cell(v: object) -> str:
+    """A table cell: floats with 4 decimals (1 from 100 on), NaN as empty, anything else as ``str``."""
+    if isinstance(v, float):
+        return "" if math.isnan(v) else f"{v:.4f}" if abs(v) < 100 else f"{v:.1f}"
+    return str(v)
+
+
 def markdown(result: Result) -> str:
     s = result.settings
     lines = [
@@ -406,7 +389,7 @@ def markdown(result: Result) -> str:
     ]
     for f in result.fronts:
         r = _row(f)
-        lines.append("| " + " | ".join(fmt_cell(r[c]) for c in _COLUMNS) + " |")
+        lines.append("| " + " | ".join(_cell(r[c]) for c in _COLUMNS) + " |")
     lines += [
         "",
         "Points (test loss and accuracy per preference):",
@@ -421,35 +404,26 @@ def markdown(result: Result) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_outputs(result: Result, out: str | Path, *, plot: bool = True) -> list[Path]:
+def write_outputs(result: Result, out: str | Path, *, plot: bool = True) -> common.Outputs:
     """``results.md``, ``results.csv``, ``points.csv`` and (with ``plot``) ``front.png`` in ``out``."""
-    d = Path(out)
-    d.mkdir(parents=True, exist_ok=True)
-    paths = [d / "results.md", d / "results.csv", d / "points.csv"]
-    paths[0].write_text(markdown(result))
-    with open(paths[1], "w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(_COLUMNS)
-        for f in result.fronts:
-            r = _row(f)
-            w.writerow([r[c] for c in _COLUMNS])
-    with open(paths[2], "w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["front", "kind", "method", "pref_left", "pref_right", "loss_left", "loss_right",
-                    "acc_left", "acc_right"])  # fmt: skip
-        for f in result.fronts:
-            for p, L, a in zip(f.prefs.tolist(), f.losses.tolist(), f.accs.tolist()):
-                w.writerow([f.label, f.kind, f.method, *p, *L, *a])
+    files = common.Outputs(out)
+    files.text("results.md", markdown(result))
+    files.csv("results.csv", [[_row(f)[c] for c in _COLUMNS] for f in result.fronts], _COLUMNS)
+    points = [
+        [f.label, f.kind, f.method, *p, *L, *a]
+        for f in result.fronts
+        for p, L, a in zip(f.prefs.tolist(), f.losses.tolist(), f.accs.tolist())
+    ]
+    header = ["front", "kind", "method", "pref_left", "pref_right", "loss_left", "loss_right", "acc_left",
+              "acc_right"]  # fmt: skip
+    files.csv("points.csv", points, header)
     if plot and result.fronts:
-        paths.append(_plot(result, d / "front.png"))
-    return paths
+        _plot(result, files.path("front.png"))
+    return files
 
 
 def _plot(result: Result, path: Path) -> Path:
-    from .._plot import figure_class
-
-    Figure = figure_class("pareto front plot")
-    fig = Figure(figsize=(12, 5))
+    fig = common.figure("pareto front plot", figsize=(12, 5))
     allpts = torch.cat([f.losses for f in result.fronts])
     lo = allpts.min(dim=0).values
     markers = {"sweep": "o", "conditioned": "s"}
@@ -478,70 +452,63 @@ def _plot(result: Result, path: Path) -> Path:
     return path
 
 
-# ------------------------------------------------------------------------------------------ CLI
+# ------------------------------------------------------------------------------------------ command line
+def build_parser() -> argparse.ArgumentParser:
+    p = common.parser(
+        NAME,
+        __doc__,
+        methods=f"preference methods of the sweep (default: {','.join(DEFAULT_METHODS)})",
+        jobs=True,
+        quick="seconds: a few hundred pairs, 1 epoch per preference",
+    )
+    p.add_argument("--dataset", default=DEFAULT_DATASET, help="multi_fashion (default), multi_mnist, ...")
+    p.add_argument("--prefs", type=int, default=5, help="preferences of the sweep (default 5)")
+    p.add_argument(
+        "--cond-methods",
+        type=_names,
+        default=list(DEFAULT_COND_METHODS),
+        help=f"scalarisations of the conditioned models (default: {','.join(DEFAULT_COND_METHODS)})",
+    )
+    p.add_argument(
+        "--conditioning",
+        type=_names,
+        default=list(DEFAULT_CONDITIONING),
+        help="conditioned models: film, input (COSMOS channels); '' for none (default: film,input)",
+    )
+    p.add_argument("--eval-prefs", type=int, default=11, help="preferences a conditioned model is scored at")
+    p.add_argument("--epochs", type=int, default=None, help="override the sweep epochs")
+    p.add_argument("--cond-epochs", type=int, default=None, help="override the conditioned epochs")
+    p.add_argument("--n-train", type=int, default=None, help="override the number of training pairs")
+    p.add_argument("--seed", type=int, default=0, help="seed of the initialisations and batches")
+    return p
+
+
 def _names(value: str) -> list[str]:
     return [v.strip() for v in value.split(",") if v.strip()]
 
 
-def add_dataset_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
-    """The options only the real-data front has (``molearn pareto --dataset`` adds them as a group)."""
-    parser.add_argument(
-        "--cond-methods",
-        default=",".join(DEFAULT_COND_METHODS),
-        help="scalarisations of the conditioned model",
-    )
-    parser.add_argument(
-        "--conditioning",
-        default=",".join(DEFAULT_CONDITIONING),
-        help="conditioned models: film, input (COSMOS channels); '' for none",
-    )
-    parser.add_argument(
-        "--eval-prefs", type=int, default=11, help="preferences the conditioned model is scored at"
-    )
-    parser.add_argument("--epochs", type=int, default=None, help="override the sweep epochs")
-    parser.add_argument("--cond-epochs", type=int, default=None, help="override the conditioned epochs")
-    parser.add_argument("--n-train", type=int, default=None, help="override the number of training pairs")
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--dataset", default=DEFAULT_DATASET, help="multi_fashion (default), multi_mnist, ..."
-    )
-    parser.add_argument(
-        "--methods", default=",".join(DEFAULT_METHODS), help="sweep methods (comma-separated)"
-    )
-    parser.add_argument("--prefs", type=int, default=5, help="preferences of the sweep (default 5)")
-    add_dataset_arguments(parser)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--jobs", type=int, default=2, help="worker processes (default 2; 0: in-process)")
-    parser.add_argument("--quick", action="store_true", help="seconds-long run on a few hundred pairs")
-    parser.add_argument("--no-plot", action="store_true", help="skip the PNG (no matplotlib needed)")
-    parser.add_argument("--out", default="results/pareto-data", help="output folder")
-
-
-def run_cli(args: argparse.Namespace) -> int:
-    import dataclasses
-
+def _main(args: argparse.Namespace) -> int:
     s = SETTINGS["quick" if args.quick else "default"]
     changes = {k: v for k, v in (("epochs", args.epochs), ("cond_epochs", args.cond_epochs),
                                  ("n_train", args.n_train)) if v is not None}  # fmt: skip
-    s = dataclasses.replace(s, **changes)
-    try:
-        result = run(
-            args.dataset,
-            _names(args.methods),
-            cond_methods=_names(args.cond_methods),
-            conditioning=_names(args.conditioning),
-            settings=s,
-            n_prefs=args.prefs,
-            n_eval_prefs=args.eval_prefs,
-            seed=args.seed,
-            jobs=args.jobs,
-            say=lambda m: print(m, file=sys.stderr, flush=True),
-        )
-    except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    write_outputs(result, args.out, plot=not args.no_plot)
-    print(markdown(result))
-    return 0
+    result = run(
+        args.dataset,
+        args.methods or DEFAULT_METHODS,
+        cond_methods=args.cond_methods,
+        conditioning=args.conditioning,
+        settings=replace(s, **changes),
+        n_prefs=args.prefs,
+        n_eval_prefs=args.eval_prefs,
+        seed=args.seed,
+        jobs=args.jobs,
+    )
+    return write_outputs(result, args.out, plot=not args.no_plot).done(NAME, markdown(result))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python experiments/pareto-data/run.py [options]``; returns the exit status."""
+    return common.main(NAME, build_parser, _main, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -3,7 +3,7 @@ r"""The stochastic 2-D toy of Trade-Off-MOL (MoDo): Pareto stationarity of stoch
 Set-up (heshandevaka/Trade-Off-MOL ``Toy/toy-stochastic.py``, the toy of Chen, Fernando, Ying, Chen,
 "Three-Way Trade-Off in Multi-Objective Learning: Optimization, Generalization and Conflict-Avoidance",
 NeurIPS 2023, `arXiv:2305.20057 <https://arxiv.org/abs/2305.20057>`_): the CAGrad toy
-(:func:`molearn.bench.toy.losses`) with :math:`f_1` scaled by 2, and an "empirical data set" of
+(``losses`` of ``experiments/toy/run.py``) with :math:`f_1` scaled by 2, and an "empirical data set" of
 :math:`n = 5000` points :math:`z_j \sim \mathcal N(0, I_2)` drawn once. A minibatch :math:`B` (drawn
 with replacement) gives the stochastic objectives
 
@@ -38,7 +38,7 @@ only at the first step and reuses them for the whole run (``if it==0``); here ev
 fresh batches at every step. float64 instead of float32. The step-0 PS is recorded before the first
 update, as in the official loop.
 
-**What the runs show** (``docs/experiments/stochastic-toy``: 3 seeds × 2000 steps; an independent
+**What the runs show** (``experiments/stochastic-toy``: 3 seeds × 2000 steps; an independent
 vectorised re-implementation of the official loop gave the same picture at 10 seeds × 5000 steps). Adam
 moves the iterate by at most about :math:`\sum_t 5\cdot10^{-4}/(t+1)^{0.05}` ≈ 1.7 per coordinate in
 5000 steps, so no start reaches the Pareto set (:math:`x_2 \approx -8.36`, :math:`|x_1| \le 7`): the PS
@@ -64,12 +64,11 @@ still gave no SMG plateau above MoDo/MoCo.
 from __future__ import annotations
 
 import argparse
-import csv
 import math
 import os
+import sys
 import time
 from collections.abc import Mapping, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TextIO
@@ -77,41 +76,15 @@ from typing import Any, Literal, TextIO
 import torch
 from torch import Tensor, nn
 
-from .. import methods as _methods
-from .._balancer import Balancer
-from .._plot import figure_class
-from .._stats import t_quantile
-from .toy import losses
+if not __package__:  # run as a script: make the repository root importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-__all__ = [
-    "CONFIGS",
-    "DEFAULT",
-    "DEFAULT_METHODS",
-    "PAPER",
-    "QUICK",
-    "SCALE",
-    "STARTS",
-    "Job",
-    "MethodConfig",
-    "RunResult",
-    "Settings",
-    "StochasticToyResult",
-    "Summary",
-    "add_arguments",
-    "batch_seed",
-    "format_markdown",
-    "make_dataset",
-    "pareto_stationarity",
-    "plot_ps",
-    "run",
-    "run_cli",
-    "run_job",
-    "stochastic_losses",
-    "summarize",
-    "t_interval",
-    "write_csv",
-    "write_outputs",
-]
+from experiments import common
+from molearn import Balancer
+from molearn import methods as _methods
+
+losses = common.load("toy").losses
+NAME = "stochastic-toy"
 
 SCALE = 2.0  # f1 is scaled by 2 in Toy/toy-stochastic.py
 STARTS: tuple[tuple[float, float], ...] = ((-8.5, 7.5), (-8.5, -5.0), (9.0, 9.0), (0.0, 0.0), (10.0, -8.0))
@@ -167,7 +140,7 @@ def t_interval(values: Tensor, dim: int = 0) -> tuple[Tensor, Tensor]:
     if n < 2:
         return mean, torch.full_like(mean, math.nan)
     sd = values.std(dim, unbiased=True)
-    return mean, t_quantile(n - 1) * sd / math.sqrt(n)
+    return mean, common.t_quantile(n - 1) * sd / math.sqrt(n)
 
 
 # --------------------------------------------------------------------------------------------- settings
@@ -224,7 +197,7 @@ class Settings:
     """The experiment's size and schedule (:data:`PAPER`: the official ``run_all``)."""
 
     iterations: int = 5000
-    seeds: int = 10
+    seeds: int | Sequence[int] = 10  # a count N (seeds 0..N-1) or the seeds
     lr: float = 5e-4
     decay: float = 0.05
     batch: int = 100
@@ -233,6 +206,10 @@ class Settings:
     seed: int = 0
     noise: Noise = "shared"
     final_window: float = 0.1
+
+    @property
+    def seed_list(self) -> list[int]:
+        return list(range(self.seeds)) if isinstance(self.seeds, int) else list(self.seeds)
 
 
 PAPER = Settings()
@@ -283,12 +260,8 @@ def _batch_size(cfg: MethodConfig, batches: int, batch: int) -> int | None:
 
 def run_job(job: Job) -> RunResult:
     """Run one method from one start with ``Balancer.step(loss_fn, draw, Adam)`` and a LambdaLR decay."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # 2-element tensors: threads only add synchronisation
-    try:
+    with common.single_thread():  # 2-element tensors: threads only add synchronisation
         return _run_job(job)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _run_job(job: Job) -> RunResult:
@@ -362,10 +335,6 @@ def _run_job(job: Job) -> RunResult:
     )
 
 
-def _worker_init() -> None:
-    torch.set_num_threads(1)
-
-
 # --------------------------------------------------------------------------------------------- runner
 @dataclass
 class StochasticToyResult:
@@ -436,43 +405,30 @@ def run(
         Job(k, table[k], i, STARTS[i], seed, settings, record_points)
         for k in keys
         for i in idx
-        for seed in range(1 if table[k].samples == "full" else settings.seeds)
+        for seed in (settings.seed_list[:1] if table[k].samples == "full" else settings.seed_list)
     ]
     workers = max(1, min(jobs, len(job_list)))
     say(
-        f"molearn stochastic-toy: {len(keys)} method(s) x {len(idx)} start(s) x {settings.seeds} seed(s), "
+        f"stochastic-toy: {len(keys)} method(s) x {len(idx)} start(s) x {len(settings.seed_list)} seed(s), "
         f"{settings.iterations} Adam steps (lr {settings.lr:g}, decay 1/(t+1)^{settings.decay:g}), "
         f"batch {settings.batch}, {settings.noise} noise, {len(job_list)} runs on {workers} process(es)"
     )
     t0 = time.perf_counter()
-    runs: list[RunResult] = []
 
-    def report(r: RunResult) -> None:
-        runs.append(r)
+    def describe(r: RunResult) -> str:
         status = f"ERROR {r.error}" if r.error else f"final PS {r.final_ps:.4g}"
-        say(
-            f"[{len(runs):>4}/{len(job_list)}] {r.key:<9} start {r.start_index} seed {r.seed}: {status}, "
+        return (
+            f"{r.key:<9} start {r.start_index} seed {r.seed}: {status}, "
             f"end ({r.end[0]:.3f}, {r.end[1]:.3f}), {1e3 * r.step_seconds:.2f} ms/step"
         )
 
-    if workers == 1:
-        for job in job_list:
-            report(run_job(job))
-    else:
-        import multiprocessing as mp
+    def cost(j: Job) -> int:  # rough: independent batches per step, the longest first
+        try:
+            return _methods.get(j.config.method, **dict(j.config.kwargs)).needs.batches
+        except Exception:
+            return 0
 
-        def cost(j: Job) -> int:  # rough: independent batches per step, the longest first
-            try:
-                return _methods.get(j.config.method, **dict(j.config.kwargs)).needs.batches
-            except Exception:
-                return 0
-
-        ordered = sorted(job_list, key=lambda j: -cost(j))
-        ctx = mp.get_context("spawn")
-        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_worker_init) as pool:
-            pending: list[Future[RunResult]] = [pool.submit(run_job, j) for j in ordered]
-            for fut in as_completed(pending):
-                report(fut.result())
+    runs = common.run_jobs(run_job, job_list, jobs=workers, describe=describe, log=log, cost=cost)
     runs.sort(key=lambda r: (keys.index(r.key), r.start_index, r.seed))
     return StochasticToyResult(
         settings=settings,
@@ -536,7 +492,7 @@ def summarize(result: StochasticToyResult) -> list[Summary]:
     return out
 
 
-_COLUMNS = (
+COLUMNS = (
     "method",
     "label",
     "start",
@@ -556,33 +512,37 @@ _COLUMNS = (
 )
 
 
-def write_csv(result: StochasticToyResult, path: str | os.PathLike[str]) -> None:
-    """One row per (method, start): final PS mean, 95 % t-interval, min/max, mean end point, ms/step."""
-    with open(path, "w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(_COLUMNS)
-        for s in summarize(result):
-            hw = s.half_width
-            w.writerow(
-                [
-                    s.key,
-                    s.label,
-                    s.start_index,
-                    s.start[0],
-                    s.start[1],
-                    s.seeds,
-                    f"{s.mean:.6g}",
-                    "" if math.isnan(hw) else f"{s.mean - hw:.6g}",
-                    "" if math.isnan(hw) else f"{s.mean + hw:.6g}",
-                    "" if math.isnan(hw) else f"{hw:.6g}",
-                    f"{s.minimum:.6g}",
-                    f"{s.maximum:.6g}",
-                    f"{s.end_mean[0]:.6g}",
-                    f"{s.end_mean[1]:.6g}",
-                    f"{s.ms_per_step:.4g}",
-                    s.errors,
-                ]
-            )
+def csv_rows(result: StochasticToyResult) -> list[list[Any]]:
+    """One row per (method, start) under :data:`COLUMNS`: final PS mean, 95 % t-interval, min/max, mean
+    end point, ms/step."""
+    rows = []
+    for s in summarize(result):
+        hw = s.half_width
+        rows.append(
+            [
+                s.key,
+                s.label,
+                s.start_index,
+                s.start[0],
+                s.start[1],
+                s.seeds,
+                f"{s.mean:.6g}",
+                "" if math.isnan(hw) else f"{s.mean - hw:.6g}",
+                "" if math.isnan(hw) else f"{s.mean + hw:.6g}",
+                "" if math.isnan(hw) else f"{hw:.6g}",
+                f"{s.minimum:.6g}",
+                f"{s.maximum:.6g}",
+                f"{s.end_mean[0]:.6g}",
+                f"{s.end_mean[1]:.6g}",
+                f"{s.ms_per_step:.4g}",
+                s.errors,
+            ]
+        )
+    return rows
+
+
+def _seeds(s: Settings) -> str:
+    return f"{len(s.seed_list)} seed(s)" + ("" if isinstance(s.seeds, int) else f" {tuple(s.seed_list)}")
 
 
 def _pm(mean: float, hw: float) -> str:
@@ -604,7 +564,7 @@ def format_markdown(result: StochasticToyResult) -> str:
         f"CAGrad toy with f1 scaled by {SCALE:g}; stochastic objectives f_i(x) + z̄_B·x with z̄_B the mean "
         f"of a batch of {s.batch} points drawn with replacement from {s.n_data} points z ~ N(0, I2) "
         f"(data seed {s.data_seed}; {noise}). "
-        f"Adam lr {s.lr:g} decayed by 1/(t+1)^{s.decay:g}, {s.iterations} steps, {s.seeds} seed(s) "
+        f"Adam lr {s.lr:g} decayed by 1/(t+1)^{s.decay:g}, {s.iterations} steps, {_seeds(s)} "
         f"(base seed {s.seed}); {result.seconds:.0f} s wall on {result.jobs} process(es).",
         "",
         "PS = ‖min-norm combination of the two empirical gradients‖ (MGDA direction). Final PS = its mean "
@@ -663,12 +623,11 @@ _COLORS = {
 
 def plot_ps(result: StochasticToyResult, path: str | os.PathLike[str]) -> None:
     """One panel per start: PS over iterations (log y), mean over seeds with its 95 % t-band."""
-    Figure = figure_class("PS plot")
     start_ids = sorted({r.start_index for r in result.runs})
     n = len(start_ids)
     ncols = min(3, n)
     nrows = math.ceil(n / ncols)
-    fig = Figure(figsize=(4.6 * ncols, 3.7 * nrows), layout="constrained")
+    fig = common.figure("PS plot", figsize=(4.6 * ncols, 3.7 * nrows), layout="constrained")
     axes = fig.subplots(nrows, ncols, squeeze=False)
     for pos, i in enumerate(start_ids):
         ax = axes[pos // ncols][pos % ncols]
@@ -698,7 +657,7 @@ def plot_ps(result: StochasticToyResult, path: str | os.PathLike[str]) -> None:
         axes[0][0].legend(fontsize=7)
     s = result.settings
     fig.suptitle(
-        f"Stochastic toy: Adam lr {s.lr:g}/(t+1)^{s.decay:g}, batch {s.batch}, {s.seeds} seed(s); "
+        f"Stochastic toy: Adam lr {s.lr:g}/(t+1)^{s.decay:g}, batch {s.batch}, {_seeds(s)}; "
         "mean ± 95% t-interval (block means)",
         fontsize=10,
     )
@@ -707,42 +666,39 @@ def plot_ps(result: StochasticToyResult, path: str | os.PathLike[str]) -> None:
 
 def write_outputs(
     result: StochasticToyResult, out: str | os.PathLike[str], *, plot: bool = True
-) -> dict[str, Path]:
-    """Write ``results.md``, ``results.csv`` and (with ``plot``) ``ps.png`` into ``out``."""
-    out_dir = Path(out)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    paths = {"results.md": out_dir / "results.md", "results.csv": out_dir / "results.csv"}
-    paths["results.md"].write_text(format_markdown(result))
-    write_csv(result, paths["results.csv"])
+) -> common.Outputs:
+    """``results.md``, ``results.csv`` and (with ``plot``) ``ps.png`` in ``out``."""
+    files = common.Outputs(out)
+    files.text("results.md", format_markdown(result))
+    files.csv("results.csv", csv_rows(result), COLUMNS)
     if plot:
-        paths["ps.png"] = out_dir / "ps.png"
-        plot_ps(result, paths["ps.png"])
-    return paths
+        plot_ps(result, files.path("ps.png"))
+    return files
 
 
-# --------------------------------------------------------------------------------------------- CLI
+# --------------------------------------------------------------------------------------------- command line
 DEFAULT = Settings(iterations=2000, seeds=3)
 QUICK = Settings(iterations=100, seeds=2)
 
 
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    """Options of ``molearn stochastic-toy``."""
-    p.add_argument(
-        "--methods",
-        nargs="+",
-        default=None,
-        metavar="NAME",
-        help=f"configurations to run (default: all of {', '.join(CONFIGS)})",
+def build_parser() -> argparse.ArgumentParser:
+    p = common.parser(
+        NAME,
+        __doc__,
+        methods=f"configurations (default: all of {','.join(CONFIGS)})",
+        known_methods=list(CONFIGS),
+        seeds=f"{DEFAULT.seeds}; --paper {PAPER.seeds}",
+        jobs=True,
+        quick=f"seconds: {QUICK.seeds} seeds x {QUICK.iterations} steps",
     )
-    p.add_argument("--starts", nargs="+", type=int, default=None, help="start indices 0-4 (default: all)")
-    size = p.add_mutually_exclusive_group()
-    size.add_argument(
+    p.add_argument(
         "--paper",
         action="store_true",
-        help="the paper's size: 10 seeds x 5000 steps (about 40 min on 2 idle cores)",
+        help=f"the paper's size: {PAPER.seeds} seeds x {PAPER.iterations} steps (about 40 min on 2 cores)",
     )
-    size.add_argument("--quick", action="store_true", help="a seconds-long check: 2 seeds x 100 steps")
-    p.add_argument("--seeds", type=int, default=None, help=f"seeds per start (default {DEFAULT.seeds})")
+    p.add_argument(
+        "--starts", type=common.ints, default=None, help="start indices 0-4, comma-separated (default: all)"
+    )
     p.add_argument("--iterations", type=int, default=None, help=f"Adam steps (default {DEFAULT.iterations})")
     p.add_argument("--lr", type=float, default=None, help=f"Adam learning rate (default {PAPER.lr:g})")
     p.add_argument("--batch", type=int, default=None, help=f"samples per step (default {PAPER.batch})")
@@ -752,31 +708,32 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default="shared",
         help="one batch shift for both objectives (the official toy) or one batch per objective",
     )
-    p.add_argument("--seed", type=int, default=0, help="base seed of the batch sampling")
     p.add_argument("--data-seed", type=int, default=0, help="seed of the 5000-point data set")
-    p.add_argument("--jobs", type=int, default=max(1, min(2, os.cpu_count() or 1)), help="worker processes")
-    p.add_argument("--out", default="stochastic-toy", help="output directory")
-    p.add_argument("--no-plot", action="store_true", help="skip ps.png (no matplotlib needed)")
+    return p
 
 
-def run_cli(args: argparse.Namespace) -> int:
-    """``molearn stochastic-toy``: run, write ``ps.png``, ``results.md``, ``results.csv``, print the table."""
-    import sys
-
-    base = PAPER if getattr(args, "paper", False) else QUICK if getattr(args, "quick", False) else DEFAULT
+def _main(args: argparse.Namespace) -> int:
+    if args.paper and args.quick:
+        raise ValueError("--paper and --quick disagree")
+    base = PAPER if args.paper else QUICK if args.quick else DEFAULT
     settings = Settings(
         iterations=args.iterations if args.iterations is not None else base.iterations,
-        seeds=args.seeds if args.seeds is not None else base.seeds,
+        seeds=tuple(args.seeds) if args.seeds is not None else base.seeds,
         lr=args.lr if args.lr is not None else base.lr,
         decay=base.decay,
         batch=args.batch if args.batch is not None else base.batch,
         n_data=base.n_data,
         data_seed=args.data_seed,
-        seed=args.seed,
         noise=args.noise,
     )
     result = run(args.methods, settings, starts=args.starts, jobs=args.jobs, log=sys.stderr)
-    paths = write_outputs(result, args.out, plot=not args.no_plot)
-    print(paths["results.md"].read_text())
-    print(f"wrote {', '.join(str(p) for p in paths.values())}", file=sys.stderr)
-    return 0
+    return write_outputs(result, args.out, plot=not args.no_plot).done(NAME, format_markdown(result))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python experiments/stochastic-toy/run.py [options]``; returns the exit status."""
+    return common.main(NAME, build_parser, _main, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

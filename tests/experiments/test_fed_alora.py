@@ -1,14 +1,14 @@
 """Fed-ALoRA experiment on the tiny random model (--quick settings)."""
 
-import argparse
-
 import pytest
 
 pytest.importorskip("peft")
 pytest.importorskip("transformers")
 pytest.importorskip("chatterbot_corpus")
 
-from molearn.bench import fed_alora
+from experiments import common
+
+fed_alora = common.load("fed-alora")
 
 TINY = dict(fed_alora.QUICK, rounds=1, local_steps=1, eval_size=2, train_sizes=(3, 2))
 
@@ -25,7 +25,7 @@ def test_quick_run_counts_bytes_and_writes_outputs(tmp_path):
     a_bytes = 2 * (2 * 8 * 32) * 4
     assert by[("fed_alora", 1)]["bytes_up"] == 2 * b_bytes == by[("fed_alora", 1)]["bytes_down"]
     assert by[("fedavg_lora", 1)]["bytes_up"] == 2 * (a_bytes + b_bytes)
-    paths = fed_alora.write_outputs(res, tmp_path, plot_figure=False)
+    paths = fed_alora.write_outputs(res, tmp_path, plot=False).paths
     assert "| fed_alora | 1 |" in paths["results.md"].read_text()
     assert paths["results.csv"].read_text().startswith("method,round,mean_eval_loss,client0_loss")
 
@@ -40,8 +40,7 @@ def test_bad_input_clients():
 
 
 def test_cli_arguments_parse():
-    p = argparse.ArgumentParser()
-    fed_alora.add_arguments(p)
+    p = fed_alora.build_parser()
     s = fed_alora.settings_from_args(
         p.parse_args(["--rounds", "2", "--train-sizes", "4,5", "--topics", "ai,food"])
     )

@@ -1,4 +1,4 @@
-"""`molearn llm-joint --quick`: five recipes on a tiny random Llama, outputs written and consistent."""
+"""`experiments/llm-joint --quick`: five recipes on a tiny random Llama, outputs written and consistent."""
 
 from __future__ import annotations
 
@@ -14,13 +14,13 @@ pytest.importorskip("peft")
 pytest.importorskip("datasets")
 pytest.importorskip("chatterbot_corpus")
 
-from molearn.bench import llm_joint
+from experiments import common
+
+llm_joint = common.load("llm-joint")
 
 
 def _args(*argv: str) -> argparse.Namespace:
-    p = argparse.ArgumentParser()
-    llm_joint.add_arguments(p)
-    return p.parse_args(list(argv))
+    return llm_joint.build_parser().parse_args(list(argv))
 
 
 # Two recipes (one joint, one sequential) keep the test short; every recipe's two-step run is tested with
@@ -45,7 +45,7 @@ def test_quick_run_all_recipes(quick_result, tmp_path):
     assert (by["mix"].steps_sft, by["mix"].steps_dpo) == (2, 2)            # Mix steps on both
     assert (by["dpo_sft"].steps_sft, by["dpo_sft"].steps_dpo) == (1, 1)    # half of the steps per stage
     assert [h["objective"] for h in by["dpo_sft"].history] == ["dpo", "sft"]
-    paths = llm_joint.write_outputs(res, tmp_path)
+    paths = llm_joint.write_outputs(res, tmp_path).paths
     assert all(p.stat().st_size > 0 for p in paths.values())
     with open(paths["results.csv"]) as fh:
         rows = list(csv.DictReader(fh))
@@ -67,7 +67,7 @@ def test_settings_from_args_and_bad_input(capsys):
     assert s.tiny and s.lambdas == (0.1, 0.9) and s.steps == 3
     g = llm_joint.settings_from_args(_args("--gpu", "--model", "/some/folder"))
     assert g.bf16 and g.model == "/some/folder" and g.max_length == 256
-    assert llm_joint.run_cli(_args("--quick", "--lambdas", "0.5,1.5")) == 2
+    assert llm_joint.main(["--quick", "--lambdas", "0.5,1.5"]) == 2
     assert "lambdas must be values in [0, 1]" in capsys.readouterr().err
     with pytest.raises(ValueError, match="recipes"):
         llm_joint.run(replace(llm_joint.QUICK_SETTINGS, recipes=("alright", "sft_only")))
@@ -92,12 +92,12 @@ def test_maxright_f_star_from_the_sequential_runs():
     given = replace(s, f_star_sft=1.5, f_star_dpo=0.05)
     assert llm_joint.estimate_f_star(runs, given) == (1.5, 0.05)
     assert llm_joint.settings_from_args(_args("--quick", "--f-star", "1.5,0.05")).f_star_dpo == 0.05
-    assert llm_joint.run_cli(_args("--quick", "--f-star", "1.5")) == 2
+    assert llm_joint.main(["--quick", "--f-star", "1.5"]) == 2
 
 
 @pytest.mark.slow
 def test_quick_cli_all_recipes(tmp_path):
-    assert llm_joint.run_cli(_args("--quick", "--out", str(tmp_path))) == 0
+    assert llm_joint.main(["--quick", "--out", str(tmp_path)]) == 0
     with open(tmp_path / "results.csv") as fh:
         rows = list(csv.DictReader(fh))
     assert [r["recipe"] for r in rows] == ["alright", "maxright", "mix", "sft_dpo", "dpo_sft"]

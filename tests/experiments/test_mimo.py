@@ -1,21 +1,22 @@
-"""``molearn mimo`` at toy size: every method runs, the table and files come out, bad input is refused."""
+"""``experiments/mimo`` at toy size: every method runs, the table and files come out, bad input is refused;
+the imbalance probe of AV-Fashion."""
 
 from __future__ import annotations
 
-import argparse
 import csv
 import math
 
 import pytest
+import torch
 
-from molearn.bench import mimo
+from experiments import common
+from molearn.datasets import AVData
+
+mimo = common.load("mimo")
 
 
 def test_quick_run_writes_outputs(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
-    p = argparse.ArgumentParser()
-    mimo.add_arguments(p)
-    args = p.parse_args(["--quick", "--out", str(tmp_path)])
-    assert mimo.run_cli(args) == 0
+    assert mimo.main(["--quick", "--out", str(tmp_path)]) == 0
     text = (tmp_path / "results.md").read_text()
     for m in mimo.METHODS:
         assert f"| {m} |" in text
@@ -46,3 +47,18 @@ def test_bad_arguments() -> None:
         mimo.run(data="toy", methods=("mimo",))
     with pytest.raises(ValueError, match="unknown data set"):
         mimo.load_data("imagenet", n_per_class=2)
+
+
+def _tiny_av(n_per_class: int, seed: int) -> AVData:
+    g = torch.Generator().manual_seed(seed)
+    n = 10 * n_per_class
+    label = torch.arange(n) % 10
+    return AVData(torch.rand(n, 1, 28, 28, generator=g), torch.randn(n, 40, 64, generator=g), label)
+
+
+def test_imbalance_probe_runs_on_tiny_data() -> None:
+    tr, te = _tiny_av(4, 0), _tiny_av(2, 1)
+    rows = mimo.imbalance_probe(tr, te, epochs=2, dim=8, batch_size=16)
+    assert [r["epoch"] for r in rows] == [1.0, 2.0]
+    keys = {"image_alone", "audio_alone", "joint_fused", "joint_image", "joint_audio"}
+    assert keys <= set(rows[0]) and all(0 <= rows[-1][k] <= 1 for k in keys)

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
-import argparse
 import csv
 import math
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
 
-from molearn._stats import mean_ci
-from molearn.bench import modo_tradeoff as mt
+from experiments import common
+from molearn.compare import mean_ci
 from molearn.datasets import FASHION_MNIST_FILES, write_idx
+
+mt = common.load("modo-tradeoff")
 
 
 def make_fixture(root: Path, n_train: int = 600, n_test: int = 200, side: int = 12, seed: int = 0) -> Path:
@@ -43,7 +45,7 @@ def data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def result(data_root: Path) -> mt.TradeoffResult:
+def result(data_root: Path) -> Any:
     # γ at its extremes (α = 0.1, T = 60) and T = 5 vs 60 (α = 0.1, γ = 0.01), two seeds
     settings = mt.Settings(
         gammas=(0.001, 1.0),
@@ -135,7 +137,7 @@ def test_ca_schedule_and_time_average() -> None:
 
 
 # ------------------------------------------------------------------------------------------ runs
-def test_every_run_finishes_with_finite_errors(result: mt.TradeoffResult) -> None:
+def test_every_run_finishes_with_finite_errors(result: Any) -> None:
     assert len(result.records) == 8  # 4 (α, γ) settings x 2 seeds
     for r in result.records:
         assert r.error is None and r.sizes == (144, 500, 200)  # 600 images, 1/6 held out
@@ -145,7 +147,7 @@ def test_every_run_finishes_with_finite_errors(result: mt.TradeoffResult) -> Non
             assert sum(c.lambd) == pytest.approx(1.0) and min(c.lambd) >= 0
 
 
-def test_same_seed_same_run(data_root: Path, result: mt.TradeoffResult) -> None:
+def test_same_seed_same_run(data_root: Path, result: Any) -> None:
     job = mt.Job(
         "modo", 0.1, 1.0, 0, (60,), ca_every=5, root=str(data_root), kwargs=mt.METHODS["modo"]["kwargs"]
     )
@@ -154,7 +156,7 @@ def test_same_seed_same_run(data_root: Path, result: mt.TradeoffResult) -> None:
     assert again.opt == first.opt and again.ca == first.ca
 
 
-def test_larger_gamma_brings_the_update_closer_to_the_mgda_direction(result: mt.TradeoffResult) -> None:
+def test_larger_gamma_brings_the_update_closer_to_the_mgda_direction(result: Any) -> None:
     # The paper's conflict-avoidance side of the trade-off: with a larger step size γ on λ, MoDo's
     # weights track the min-norm (CA) weights. Measured on this fixture (T = 60, 5 seeds): CA distance
     # 0.27-0.30 at γ = 0.001 and below 0.015 at γ = 1 for every seed; asserted with a 3x margin.
@@ -165,14 +167,14 @@ def test_larger_gamma_brings_the_update_closer_to_the_mgda_direction(result: mt.
         assert large.ca < small.ca / 3
 
 
-def test_optimisation_error_falls_with_t(result: mt.TradeoffResult) -> None:
+def test_optimisation_error_falls_with_t(result: Any) -> None:
     # Measured on this fixture (5 seeds): R_opt 0.08-0.10 after 5 iterations, 0.044-0.048 after 60 (α = 0.1).
     rows = {r["value"]: r for r in mt.summarise(result) if r["sweep"] == "T"}
     assert rows[60.0]["opt"] < 0.75 * rows[5.0]["opt"]
 
 
-def test_outputs(result: mt.TradeoffResult, tmp_path: Path) -> None:
-    paths = mt.write_outputs(result, tmp_path / "out")
+def test_outputs(result: Any, tmp_path: Path) -> None:
+    paths = mt.write_outputs(result, tmp_path / "out").paths
     assert set(paths) == {"results.md", "results.csv", "runs.csv", "tradeoff.png"}
     assert paths["tradeoff.png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     md = paths["results.md"].read_text()
@@ -201,20 +203,14 @@ def test_outputs(result: mt.TradeoffResult, tmp_path: Path) -> None:
 def test_cli_quick_on_fixture_data(
     data_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    parser = argparse.ArgumentParser()
-    mt.add_arguments(parser)
     argv = ["--quick", "--data", str(data_root), "--out", str(tmp_path / "q"), "--jobs", "1", "--no-plot"]
     argv += ["--gammas", "1", "--lrs", "0.1", "--ts", "20", "-T", "20", "--seeds", "1"]
-    args = parser.parse_args(argv)
-    assert mt.run_cli(args) == 0
+    assert mt.main(argv) == 0
     out = capsys.readouterr().out
     assert "Sweep over γ" in out and "| 1 |" in out
     assert (tmp_path / "q" / "results.csv").exists() and not (tmp_path / "q" / "tradeoff.png").exists()
 
 
 def test_cli_missing_data(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    parser = argparse.ArgumentParser()
-    mt.add_arguments(parser)
-    args = parser.parse_args(["--quick", "--data", str(tmp_path), "--out", str(tmp_path / "o")])
-    assert mt.run_cli(args) == 2
+    assert mt.main(["--quick", "--data", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
     assert "apt-get install dataset-fashion-mnist" in capsys.readouterr().err

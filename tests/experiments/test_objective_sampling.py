@@ -1,4 +1,4 @@
-"""SDMGrad-OS vs SDMGrad with many objectives (``molearn objective-sampling``), on tiny settings.
+"""SDMGrad-OS vs SDMGrad with many objectives (``experiments/objective-sampling``), on tiny settings.
 
 What the paper's objective sampling promises and what can be checked without timing anything: OS
 computes gradients (backward passes) only for the sampled set S, about n of the K objectives per step,
@@ -8,7 +8,6 @@ falls substantially). Wall-time ratios are reported by the experiment, never ass
 
 from __future__ import annotations
 
-import argparse
 import csv
 import math
 from pathlib import Path
@@ -16,7 +15,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from molearn.bench import objective_sampling as osb
+from experiments import common
+
+osb = common.load("objective-sampling")
 
 TINY = osb.Problem(
     tasks=20, dim=8, teacher_features=8, bottleneck=3, hidden=16, train_size=256, test_size=128
@@ -129,7 +130,7 @@ def test_same_seed_same_start_and_batches(tiny: osb.Result) -> None:
 
 
 def test_outputs(tiny: osb.Result, tmp_path: Path) -> None:
-    paths = osb.write_outputs(tiny, tmp_path, plot_figure=True)
+    paths = osb.write_outputs(tiny, tmp_path, plot=True).paths
     md = paths["results.md"].read_text()
     for label in ("EW", "SDMGrad (1 batch)", "SDMGrad (3 batches)", "SDMGrad-OS (n=4)"):
         assert f"| {label} |" in md
@@ -146,14 +147,10 @@ def test_outputs(tiny: osb.Result, tmp_path: Path) -> None:
 
 
 def test_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    parser = argparse.ArgumentParser()
-    osb.add_arguments(parser)
     argv = ["--quick", "--methods", "sdmgrad,os2", "--steps", "4", "--eval-every", "2", "--seeds", "1"]
     argv += ["--jobs", "1", "--no-plot"]
-    args = parser.parse_args([*argv, "--out", str(tmp_path)])
-    assert osb.run_cli(args) == 0
+    assert osb.main([*argv, "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "| SDMGrad-OS (n=2) |" in out
     assert (tmp_path / "results.csv").exists() and not (tmp_path / "objective_sampling.png").exists()
-    bad = parser.parse_args(["--methods", "adam", "--out", str(tmp_path)])
-    assert osb.run_cli(bad) == 2
+    assert osb.main(["--methods", "adam", "--out", str(tmp_path)]) == 2

@@ -1,14 +1,15 @@
-"""``molearn open-fl`` on tiny settings: rows, trends, and the written files."""
+"""``experiments/open-fl`` on tiny settings: rows, trends, and the written files."""
 
 from __future__ import annotations
 
-import argparse
 import csv
 
 import pytest
 import torch
 
-from molearn.bench import open_fl
+from experiments import common
+
+open_fl = common.load("open-fl")
 
 TINY = open_fl.Settings(
     rounds=30,
@@ -46,7 +47,7 @@ def test_run_and_write_outputs(tmp_path):
     closed = [r for r in result.rows if r.sweep == "turnover" and r.value == 0.0 and r.optimizer == "sgd"]
     opened = [r for r in result.rows if r.sweep == "turnover" and r.value == 0.2 and r.optimizer == "sgd"]
     assert closed[0].radius < opened[0].radius  # clients leaving and joining move the optimum
-    paths = open_fl.write_outputs(result, tmp_path, plot=True)
+    paths = open_fl.write_outputs(result, tmp_path, plot=True).paths
     assert paths["radius.png"].stat().st_size > 1000
     md = paths["results.md"].read_text()
     assert "| quadratic | kappa | sgd |" in md and "## Trends" in md
@@ -56,7 +57,5 @@ def test_run_and_write_outputs(tmp_path):
 
 
 def test_cli_options_parse():
-    p = argparse.ArgumentParser()
-    open_fl.add_arguments(p)
-    args = p.parse_args(["--quick", "--no-fmnist", "--seeds", "2", "--out", "x"])
-    assert args.quick and args.no_fmnist and args.seeds == 2 and args.threads == 1
+    args = open_fl.build_parser().parse_args(["--quick", "--no-fmnist", "--seeds", "2", "--out", "x"])
+    assert args.quick and args.no_fmnist and args.seeds == [0, 1] and args.threads == 1

@@ -3,7 +3,6 @@ shared reference point, outputs, bad input."""
 
 from __future__ import annotations
 
-import argparse
 import csv
 import math
 from collections.abc import Iterator
@@ -12,10 +11,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from molearn.bench import pareto_data
+from experiments import common
 from molearn.datasets import ENV_CACHE, ENV_FASHION_MNIST, FASHION_MNIST_FILES, write_idx
 from molearn.pareto import Hypervolume
 
+pareto_data = common.load("pareto-data")
 TINY = pareto_data.Settings(n_train=64, n_test=32, epochs=1, cond_epochs=2, batch_size=32, eval_batch=32)
 
 
@@ -42,7 +42,7 @@ def _data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_run_fronts_and_reference(tmp_path: Path) -> None:
     res = pareto_data.run(
-        "multi-fashion", ["ls", "epo"], cond_methods=["ls"], settings=TINY, n_prefs=3, n_eval_prefs=11, jobs=0
+        "multi-fashion", ["ls", "epo"], cond_methods=["ls"], settings=TINY, n_prefs=3, n_eval_prefs=11, jobs=1
     )
     assert res.dataset == "multi_fashion"
     labels = [f.label for f in res.fronts]
@@ -64,7 +64,7 @@ def test_run_fronts_and_reference(tmp_path: Path) -> None:
     cond = res.fronts[2].losses
     assert float((cond[0] - cond[-1]).abs().max()) > 0
 
-    paths = pareto_data.write_outputs(res, tmp_path / "out", plot=True)
+    paths = pareto_data.write_outputs(res, tmp_path / "out", plot=True).paths.values()
     names = {p.name for p in paths}
     assert names == {"results.md", "results.csv", "points.csv", "front.png"}
     assert (tmp_path / "out" / "front.png").stat().st_size > 1000
@@ -80,18 +80,15 @@ def test_run_fronts_and_reference(tmp_path: Path) -> None:
 
 
 def _cli(tmp_path: Path, jobs: int) -> int:
-    p = argparse.ArgumentParser()
-    pareto_data.add_arguments(p)
-    args = p.parse_args(
+    return pareto_data.main(
         ["--quick", "--methods", "tchebycheff", "--conditioning", "film", "--cond-methods", "ls",
          "--prefs", "2", "--eval-prefs", "3", "--n-train", "32", "--jobs", str(jobs), "--no-plot",
          "--out", str(tmp_path / "o")]
     )  # fmt: skip
-    return pareto_data.run_cli(args)
 
 
 def test_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert _cli(tmp_path, 0) == 0
+    assert _cli(tmp_path, 1) == 0
     out = capsys.readouterr()
     assert "sweep-tchebycheff" in out.out and "cond-film-ls" in out.out
     assert "[3/3]" in out.err  # progress lines
@@ -112,7 +109,7 @@ def test_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
 )
 def test_bad_input(kwargs: dict, match: str) -> None:
     with pytest.raises(ValueError, match=match):
-        pareto_data.run(**{"settings": TINY, "jobs": 0, **kwargs})
+        pareto_data.run(**{"settings": TINY, "jobs": 1, **kwargs})
 
 
 @pytest.mark.slow

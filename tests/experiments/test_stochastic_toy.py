@@ -2,7 +2,7 @@
 harness against the official update rules written out by hand, and the measured qualitative results.
 
 Measured with the paper's schedule (Adam lr 5e-4 decayed by 1/(t+1)^0.05, batch 100; see
-``docs/experiments/stochastic-toy``): in a few thousand steps no start reaches the Pareto set, the PS
+``experiments/stochastic-toy``): in a few thousand steps no start reaches the Pareto set, the PS
 follows the path and the batch noise hardly matters — every stochastic method stays within a few per
 cent of deterministic (full-batch) MGDA from (10, -8), and the PS decreases there for every method.
 The papers' "MoDo/MoCo below the SMG plateau" is not visible in this set-up (see the module docstring),
@@ -11,16 +11,17 @@ so it is not asserted.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import math
 
 import pytest
 import torch
 
-from molearn._stats import t_quantile
-from molearn.bench import stochastic_toy as st
-from molearn.bench import toy
+from experiments import common
+
+st = common.load("stochastic-toy")
+toy = common.load("toy")
+t_quantile = common.t_quantile
 
 D = torch.float64
 POINTS = [(-8.5, 7.5), (-8.5, -5.0), (9.0, 9.0), (0.0, 0.0), (10.0, -8.0), (3.0, -8.3), (-2.0, -8.4)]
@@ -233,7 +234,7 @@ def _final(res: st.StochasticToyResult, key: str) -> float:
     return float(res.final(key, 1).mean())
 
 
-def test_every_method_lowers_ps_from_m8p5_m5(short: st.StochasticToyResult) -> None:
+def test_every_method_lowers_ps_from_m8p5_m5(short) -> None:
     # measured after 250 steps (base seeds 0, 13, 26, 39): 0.925-0.942 of the start's PS
     for k in short.methods:
         steps, curves = short.curves(k, 1)
@@ -241,7 +242,7 @@ def test_every_method_lowers_ps_from_m8p5_m5(short: st.StochasticToyResult) -> N
         assert _final(short, k) < 0.97 * float(curves[:, 0].mean()), k
 
 
-def test_batch_noise_hardly_matters_at_the_papers_step_size(short: st.StochasticToyResult) -> None:
+def test_batch_noise_hardly_matters_at_the_papers_step_size(short) -> None:
     # measured: every stochastic method within 2 % of full-batch MGDA after 250 steps
     ref = _final(short, "mgda-full")
     for k in ("mgda", "moco", "modo", "ew"):
@@ -250,7 +251,7 @@ def test_batch_noise_hardly_matters_at_the_papers_step_size(short: st.Stochastic
     assert len(short.select("mgda", 1)) == 2
 
 
-def test_moco_advances_like_full_batch_mgda_and_ahead_of_smg(short: st.StochasticToyResult) -> None:
+def test_moco_advances_like_full_batch_mgda_and_ahead_of_smg(short) -> None:
     # MoCo's tracked Jacobian averages the batch noise out, so under Adam it moves like deterministic
     # MGDA; SMG lags (measured ratios after 250 steps: MoCo / full 0.999-1.0004, MoCo / SMG 0.9946-0.9952;
     # after 2000 steps 1.003 and 0.959, see docs/experiments/stochastic-toy)
@@ -259,8 +260,8 @@ def test_moco_advances_like_full_batch_mgda_and_ahead_of_smg(short: st.Stochasti
     assert moco < 0.998 * smg
 
 
-def test_outputs(short: st.StochasticToyResult, tmp_path) -> None:
-    paths = st.write_outputs(short, tmp_path, plot=True)
+def test_outputs(short, tmp_path) -> None:
+    paths = st.write_outputs(short, tmp_path, plot=True).paths
     assert set(paths) == {"results.md", "results.csv", "ps.png"}
     assert paths["ps.png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     md = paths["results.md"].read_text()
@@ -281,13 +282,10 @@ def test_outputs(short: st.StochasticToyResult, tmp_path) -> None:
 
 
 def test_cli(tmp_path, capsys) -> None:
-    parser = argparse.ArgumentParser()
-    st.add_arguments(parser)
-    argv = ["--methods", "ew", "mgda", "--starts", "4", "--iterations", "20", "--seeds", "2", "--jobs", "1"]
-    args = parser.parse_args([*argv, "--out", str(tmp_path), "--no-plot"])
-    assert st.run_cli(args) == 0
+    argv = ["--methods", "ew,mgda", "--starts", "4", "--iterations", "20", "--seeds", "2", "--jobs", "1"]
+    assert st.main([*argv, "--out", str(tmp_path), "--no-plot"]) == 0
     out = capsys.readouterr().out
     assert "Final PS per start" in out and "EW" in out
     assert (tmp_path / "results.md").exists() and not (tmp_path / "ps.png").exists()
-    paper = parser.parse_args(["--paper"])
+    paper = st.build_parser().parse_args(["--paper"])
     assert paper.paper and not paper.quick

@@ -25,13 +25,12 @@ lexicographic max the paper describes, while staying smooth).
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 import torch
 from torch import Tensor
 
 from ..methods import Inputs, Method, Needs, Output
-from ..methods._base import TaskGrad
 
 __all__ = ["MIMO", "mimo_objective", "mimo_weights", "smoothmax"]
 
@@ -86,7 +85,7 @@ class _MIMO(Method):
     """
 
     needs: ClassVar[Needs] = Needs()
-    task_grad: ClassVar[TaskGrad] = "weighted"
+    task_grad: ClassVar[Literal["own", "weighted"]] = "weighted"
 
     def __init__(self, mu: float = 1.0, tau: float = 0.1) -> None:
         if not tau > 0:
