@@ -195,7 +195,7 @@ def run_jobs(
     *,
     jobs: int = 1,
     describe: Callable[[Any], str] | None = None,
-    log: TextIO | None = sys.stderr,
+    log: TextIO | None = None,
     cost: Callable[[Any], float] | None = None,
     initializer: Callable[..., None] | None = None,
     initargs: tuple[Any, ...] = (),

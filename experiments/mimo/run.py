@@ -239,7 +239,7 @@ def run(
     ogm_alpha: float = 0.8,
     jobs: int = 1,
     threads: int = 1,
-    log: Any = sys.stderr,
+    log: Any = None,
 ) -> MimoResult:
     """Train every method × seed and summarise (see the module docstring)."""
     unknown = [m for m in methods if m not in METHODS]
@@ -493,7 +493,7 @@ def _main(args: argparse.Namespace) -> int:
     if args.quick:
         kw.update(data="toy", seeds=2, epochs=2, n_per_class=20, jobs=1)
     kw["methods"] = tuple(dict.fromkeys(("joint", "unimodal", *kw["methods"])))
-    result = run(**kw)
+    result = run(**kw, log=sys.stderr)
     return write_outputs(result, args.out, plot=not args.no_plot).done(NAME, markdown(result), t0)
 
 

@@ -249,7 +249,7 @@ def run(
     n_eval_prefs: int = 11,
     seed: int = 0,
     jobs: int = 2,
-    log: Any = sys.stderr,
+    log: Any = None,
 ) -> Result:
     """Train the sweep (``methods`` × ``n_prefs`` preferences) and the conditioned models
     (``conditioning`` × ``cond_methods``), evaluate them on the test pairs, score the fronts.
@@ -501,6 +501,7 @@ def _main(args: argparse.Namespace) -> int:
         n_eval_prefs=args.eval_prefs,
         seed=args.seed,
         jobs=args.jobs,
+        log=sys.stderr,
     )
     return write_outputs(result, args.out, plot=not args.no_plot).done(NAME, markdown(result))
 
