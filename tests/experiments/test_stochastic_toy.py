@@ -254,7 +254,7 @@ def test_batch_noise_hardly_matters_at_the_papers_step_size(short) -> None:
 def test_moco_advances_like_full_batch_mgda_and_ahead_of_smg(short) -> None:
     # MoCo's tracked Jacobian averages the batch noise out, so under Adam it moves like deterministic
     # MGDA; SMG lags (measured ratios after 250 steps: MoCo / full 0.999-1.0004, MoCo / SMG 0.9946-0.9952;
-    # after 2000 steps 1.003 and 0.959, see docs/experiments/stochastic-toy)
+    # after 2000 steps 1.003 and 0.959, see experiments/stochastic-toy)
     full, smg, moco = _final(short, "mgda-full"), _final(short, "mgda"), _final(short, "moco")
     assert moco == pytest.approx(full, rel=3e-3)
     assert moco < 0.998 * smg

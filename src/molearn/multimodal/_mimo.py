@@ -80,8 +80,8 @@ class _MIMO(Method):
 
     Not in :func:`molearn.methods.registry` (the class name starts with ``_``; the public name is
     ``MIMO``): its objective order ``[fused, uni-modal...]`` is specific to multi-modal models, so the
-    generic method sweeps (``molearn compare``, ``molearn toy``) must not pick it up, and the registry must
-    not depend on whether this package was imported.
+    generic method sweeps (``molearn compare``, ``experiments/toy``) must not pick it up, and the registry
+    must not depend on whether this package was imported.
     """
 
     needs: ClassVar[Needs] = Needs()
