@@ -50,6 +50,7 @@ __all__ = [
     "mean_ci",
     "method_kwargs",
     "parser",
+    "printer",
     "run_jobs",
     "single_thread",
     "t_quantile",
@@ -174,7 +175,8 @@ def main(
 # ------------------------------------------------------------------------------------------ runs
 @contextlib.contextmanager
 def single_thread() -> Iterator[None]:
-    """torch on one thread inside the block (tiny tensors: threads only add synchronisation)."""
+    """torch on one thread inside the block or the decorated function (``@single_thread()``): tiny
+    tensors gain nothing from threads, and one thread makes the numbers independent of ``--jobs``."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -261,6 +263,11 @@ def _bar(total: int, log: TextIO | None) -> Any:
     except ImportError:  # pragma: no cover - tqdm is in molearn's cli and test extras
         return None
     return tqdm(total=total, file=log, leave=False, dynamic_ncols=True)
+
+
+def printer(log: TextIO | None) -> Callable[[str], None]:
+    """A function that prints a line to ``log`` (flushed), or does nothing when ``log`` is None."""
+    return (lambda msg: print(msg, file=log, flush=True)) if log is not None else (lambda msg: None)
 
 
 def method_kwargs(method: str, kwargs: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:

@@ -246,13 +246,9 @@ def _nan_checkpoint(t: int) -> Checkpoint:
     return Checkpoint(t, nan, nan, nan, nan, nan, nan, (nan,) * 3, (nan,) * 3)
 
 
+@common.single_thread()
 def run_job(job: Job) -> RunRecord:
     """Train the MLP with the job's method through ``Balancer.step`` and SGD; evaluate at the checkpoints."""
-    with common.single_thread():
-        return _run_job(job)
-
-
-def _run_job(job: Job) -> RunRecord:
     t0 = time.perf_counter()
     data = _split(job.root, job.seed, job.holdout, job.train_limit)
     torch.manual_seed(job.seed)
@@ -458,7 +454,7 @@ def run(settings: Settings | None = None, *, jobs: int = 1, log: TextIO | None =
     """Run every job of ``settings`` (``jobs`` worker processes); progress lines go to ``log``."""
     s = settings or Settings()
     job_list = s.jobs()
-    say = (lambda msg: print(msg, file=log, flush=True)) if log is not None else (lambda msg: None)
+    say = common.printer(log)
     workers = max(1, min(jobs, len(job_list)))
     say(
         f"modo-tradeoff: {len(job_list)} run(s) ({len(job_list) // max(1, len(s.seeds))} "

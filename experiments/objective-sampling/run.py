@@ -51,7 +51,7 @@ import math
 import os
 import sys
 import time
-from collections.abc import Callable, Generator, Mapping, Sequence
+from collections.abc import Generator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal, TextIO
@@ -446,9 +446,7 @@ def run(
     problem = problem or Problem()
     if problem.tasks < 2:
         raise ValueError("the problem needs at least 2 tasks")
-    say: Callable[[str], None] = (
-        (lambda msg: print(msg, file=log, flush=True)) if log is not None else (lambda msg: None)
-    )
+    say = common.printer(log)
     registered = _methods.registry()
     chosen: list[Setting] = []
     notes: list[str] = []

@@ -180,14 +180,10 @@ def _lenet_conditioned(conditioning: str, size: int) -> nn.Module:
     return PreferenceConditioned(trunk, list(lenet.heads), n_obj=2, channels=lenet.fc.out_features)
 
 
+@common.single_thread()
 def _job(spec: dict[str, Any]) -> dict[str, Any]:
     """One training run (a picklable dict in, a plain dict out): a sweep model at one preference, or a
     conditioned model evaluated at many (one torch thread)."""
-    with common.single_thread():
-        return _train(spec)
-
-
-def _train(spec: dict[str, Any]) -> dict[str, Any]:
     s: Settings = Settings(**spec["settings"])
     x, y = _data(spec["dataset"], "train", s.n_train)
     xt, yt = _data(spec["dataset"], "test", s.n_test)

@@ -258,13 +258,9 @@ def _batch_size(cfg: MethodConfig, batches: int, batch: int) -> int | None:
     return max(1, batch // max(1, batches))
 
 
+@common.single_thread()
 def run_job(job: Job) -> RunResult:
     """Run one method from one start with ``Balancer.step(loss_fn, draw, Adam)`` and a LambdaLR decay."""
-    with common.single_thread():  # 2-element tensors: threads only add synchronisation
-        return _run_job(job)
-
-
-def _run_job(job: Job) -> RunResult:
     s = job.settings
     data = make_dataset(s.n_data, s.data_seed)
     emp = data.mean(0)
@@ -399,7 +395,7 @@ def run(
     """
     table = dict(CONFIGS if configs is None else configs)
     keys = _resolve(methods) if configs is None else list(methods or table)
-    say = (lambda msg: print(msg, file=log, flush=True)) if log is not None else (lambda msg: None)
+    say = common.printer(log)
     idx = list(range(len(STARTS))) if starts is None else list(starts)
     job_list = [
         Job(k, table[k], i, STARTS[i], seed, settings, record_points)

@@ -295,6 +295,7 @@ def _outcome(end: tuple[float, float], reached: bool) -> str:
     return "not reached"
 
 
+@common.single_thread()
 def run_job(job: Job) -> RunResult:
     """Run one method from one start with the public API: ``Balancer.step(loss_fn, draw, Adam)``.
 
@@ -302,11 +303,6 @@ def run_job(job: Job) -> RunResult:
     entering the loss as ``z_i · (x - x.detach())``: the loss values are unchanged and each task
     gradient gets ``+ z_i``. Methods that need several batches therefore get independent noise.
     """
-    with common.single_thread():  # 2-element tensors: threads only add synchronisation
-        return _run_job(job)
-
-
-def _run_job(job: Job) -> RunResult:
     t0 = time.perf_counter()
     torch.manual_seed(job.seed)
     gen = torch.Generator().manual_seed(job.seed)
@@ -465,7 +461,7 @@ def run(
     """
     var = VARIANTS[variant] if isinstance(variant, str) else variant
     found, missing = resolve_methods(methods)
-    say = (lambda msg: print(msg, file=log, flush=True)) if log is not None else (lambda msg: None)
+    say = common.printer(log)
     if missing:
         say(f"toy: not registered (skipped): {', '.join(missing)}")
     if not found:
