@@ -36,9 +36,8 @@ from typing import Any, TextIO
 
 import torch
 
-from molearn import methods
 from molearn.cli import parse_methods, parse_seeds
-from molearn.compare import mean_ci
+from molearn.methods import registry
 
 __all__ = [
     "Outputs",
@@ -47,7 +46,6 @@ __all__ = [
     "ints",
     "load",
     "main",
-    "mean_ci",
     "method_kwargs",
     "parser",
     "printer",
@@ -55,10 +53,6 @@ __all__ = [
     "single_thread",
     "t_quantile",
 ]
-
-#: the repository root (``experiments/`` is importable from there)
-ROOT = Path(__file__).resolve().parents[1]
-
 
 def load(name: str) -> ModuleType:
     """The script of experiment ``name`` (``experiments/<name>/run.py``) as a module."""
@@ -273,7 +267,7 @@ def printer(log: TextIO | None) -> Callable[[str], None]:
 def method_kwargs(method: str, kwargs: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
     """Split ``kwargs`` into those the constructor of the registered ``method`` takes and the names it
     does not."""
-    cls = methods.registry()[method]
+    cls = registry()[method]
     params = inspect.signature(cls.__init__).parameters
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
         return dict(kwargs), []
