@@ -700,6 +700,8 @@ QUICK = Settings(
 
 
 def _positive(text: str) -> tuple[float, ...]:
+    if not text.strip():
+        return ()  # no such sweep
     values = common.floats(text)
     if any(not v > 0 for v in values):
         raise argparse.ArgumentTypeError(f"expected positive numbers, got {text!r}")
@@ -707,8 +709,8 @@ def _positive(text: str) -> tuple[float, ...]:
 
 
 def _positive_ints(text: str) -> tuple[int, ...]:
-    _positive(text)
-    return common.ints(text)
+    values = _positive(text)
+    return common.ints(text) if values else ()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -727,9 +729,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="folder with the Fashion-MNIST IDX files (default: $MOLEARN_FASHION_MNIST, else "
         "/usr/share/datasets/fashion-mnist from `apt-get install dataset-fashion-mnist`)",
     )
-    p.add_argument("--gammas", type=_positive, default=None, help=f"γ sweep (default {_join(d.gammas)})")
-    p.add_argument("--lrs", type=_positive, default=None, help=f"α sweep (default {_join(d.lrs)})")
-    p.add_argument("--ts", type=_positive_ints, default=None, help=f"T sweep (default {_join(d.ts)})")
+    sweeps = (("--gammas", _positive, "γ", d.gammas), ("--lrs", _positive, "α", d.lrs),
+              ("--ts", _positive_ints, "T", d.ts))  # fmt: skip
+    for option, kind, what, default in sweeps:
+        help = f"{what} sweep, '' for none (default {_join(default)})"
+        p.add_argument(option, type=kind, default=None, help=help)
     p.add_argument("--lr", type=float, default=None, help=f"α of the γ and T sweeps (default {d.lr:g})")
     p.add_argument("--gamma", type=float, default=None, help=f"γ of the α and T sweeps (default {d.gamma:g})")
     p.add_argument(
