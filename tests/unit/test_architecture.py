@@ -76,12 +76,11 @@ def test_import_molearn_stays_torch_only() -> None:
 
 
 # ------------------------------------------------------------------------------- private modules
-#: Imports of another package's private module that predate this guard, in files that other work owns
-#: (the engine: ``_balancer.py``, ``methods/``; the command line: ``cli/_pareto.py``). Each goes when its
-#: names are imported from the package's public ``__init__`` instead; nothing may be added here.
+#: Imports of another package's private module that predate this guard, in files the engine work owns
+#: (``_balancer.py``, ``methods/``). Each goes when its names are imported from the package's public
+#: ``__init__`` instead; nothing may be added here.
 KNOWN_PRIVATE_IMPORTS = {
     ("_balancer.py", "molearn.methods._base"),
-    ("cli/_pareto.py", "molearn.pareto._sweep"),
     ("methods/_aligned_mtl.py", "molearn.solvers._closed_form"),
 }
 
