@@ -57,7 +57,7 @@ def test_main_turns_bad_input_into_status_2(capsys: pytest.CaptureFixture[str]) 
         raise ValueError("no such thing")
 
     assert common.main("demo", build, run, ["--seeds", "a"]) == 2
-    assert "--seeds expects a count" in capsys.readouterr().err
+    assert "error: argument --seeds" in capsys.readouterr().err
     assert common.main("demo", build, run, []) == 2
     assert capsys.readouterr().err == "demo: no such thing\n"
     assert common.main("demo", build, run, ["--help"]) == 0
