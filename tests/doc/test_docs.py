@@ -30,9 +30,7 @@ MODULE = re.compile(r"^\s*<!--\s*tutorial:\s*(?P<file>[\w.]+)\.py\s*-->\s*$")
 
 # Files whose python blocks are known not to run, with the reason. Their blocks are xfail(strict=True): once
 # they run (or the file goes), the entry must go.
-KNOWN_BROKEN: dict[str, str] = {
-    "docs/experiments/av-fashion.md": "a signature listing of load_av_fashion (moves with the experiments)",
-}
+KNOWN_BROKEN: dict[str, str] = {}
 
 
 @dataclass

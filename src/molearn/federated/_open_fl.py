@@ -31,7 +31,7 @@ constants could not be read, so the simulator measures the natural quantities:
 
 The expected dependences (the abstract's "condition number" and "variance of the stochastic gradient";
 local steps, step size and client turnover from the standard local-SGD analyses) are what
-``molearn open-fl`` measures; it reports which hold. For local SGD with ``E = 1``, a static population
+``experiments/open-fl`` measures; it reports which hold. For local SGD with ``E = 1``, a static population
 and isotropic gradient noise the stationary mean-square distance has the closed form
 :func:`sgd_stationary_msd` (a Lyapunov equation, derived here, not taken from the paper).
 

@@ -25,13 +25,12 @@ lexicographic max the paper describes, while staying smooth).
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 import torch
 from torch import Tensor
 
 from ..methods import Inputs, Method, Needs, Output
-from ..methods._base import TaskGrad
 
 __all__ = ["MIMO", "mimo_objective", "mimo_weights", "smoothmax"]
 
@@ -81,12 +80,12 @@ class _MIMO(Method):
 
     Not in :func:`molearn.methods.registry` (the class name starts with ``_``; the public name is
     ``MIMO``): its objective order ``[fused, uni-modal...]`` is specific to multi-modal models, so the
-    generic method sweeps (``molearn compare``, ``molearn toy``) must not pick it up, and the registry must
-    not depend on whether this package was imported.
+    generic method sweeps (``molearn compare``, ``experiments/toy``) must not pick it up, and the registry
+    must not depend on whether this package was imported.
     """
 
     needs: ClassVar[Needs] = Needs()
-    task_grad: ClassVar[TaskGrad] = "weighted"
+    task_grad: ClassVar[Literal["own", "weighted"]] = "weighted"
 
     def __init__(self, mu: float = 1.0, tau: float = 0.1) -> None:
         if not tau > 0:

@@ -35,7 +35,7 @@ import torch
 from torch import Tensor
 
 from .. import methods as _methods
-from ..methods._base import Inputs, Method
+from ..methods import Inputs, Method
 from ._problems import Problem, das_dennis
 from ._problems import problem as _problem
 

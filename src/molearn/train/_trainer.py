@@ -13,7 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from .._balancer import Balancer, Mode, NonFiniteLossError, StepInfo
-from ..methods._base import Method, get
+from ..methods import Method, get
 from . import _checkpoint as ckpt
 from ._data import BatchStream
 from ._log import TB_HINT, CsvLog, Progress, TensorBoardLog, format_eta

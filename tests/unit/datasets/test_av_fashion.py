@@ -193,16 +193,6 @@ def test_bad_arguments(fake_env):
         av.AVData(torch.zeros(2, 1, 28, 28), torch.zeros(3, 40, 64), torch.zeros(2, dtype=torch.int64))
 
 
-def test_imbalance_probe_runs_on_tiny_data(fake_env):
-    root, cache, _ = fake_env
-    tr = av.load_av_fashion("train", n_per_class=4, root=root, cache=cache, n_utterances=2, noise=None)
-    te = av.load_av_fashion("test", n_per_class=2, root=root, cache=cache, n_utterances=2, noise=None)
-    rows = av.imbalance_probe(tr, te, epochs=2, dim=8, batch_size=16)
-    assert [r["epoch"] for r in rows] == [1.0, 2.0]
-    keys = {"image_alone", "audio_alone", "joint_fused", "joint_image", "joint_audio"}
-    assert keys <= set(rows[0]) and all(0 <= rows[-1][k] <= 1 for k in keys)
-
-
 @pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng not installed")
 def test_real_espeak_renders_two_utterances():
     a, ra = av.synthesize("coat", voice="en-us+f2", rate=170, pitch=60)
