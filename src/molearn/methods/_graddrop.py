@@ -7,7 +7,7 @@ from typing import ClassVar
 
 import torch
 
-from ..solvers._consts import on_device
+from ..solvers.consts import on_device
 from ._base import Inputs, Method, Needs, Output, check_jacobian
 
 

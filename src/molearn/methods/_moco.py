@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from ..solvers import project_simplex
-from ..solvers._consts import device_scalar
+from ..solvers.consts import device_scalar
 from ._base import Inputs, Method, Needs, Output, check_jacobian
 
 Variant = Literal["libmtl", "tradeoff", "tracking", "cagrad"]

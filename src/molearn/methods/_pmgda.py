@@ -9,8 +9,8 @@ import torch
 from torch import Tensor
 
 from ..solvers import min_norm, min_norm_frank_wolfe
-from ..solvers._consts import combinations
-from ..solvers._linalg import solve_ex
+from ..solvers.consts import combinations
+from ..solvers.linalg import solve_ex
 from ._base import Inputs, Method, Needs, Output, TaskGrad, check_gramian
 from ._preference import PrefLike, check_pref, resolve_pref
 

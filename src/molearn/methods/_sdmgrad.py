@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from ..solvers import kkt_residual_min_norm, min_norm, project_simplex
-from ..solvers._linalg import eigh
+from ..solvers.linalg import eigh
 from ._base import Inputs, Method, Needs, Output, check_gramian, check_jacobian
 
 Solver = Literal["official", "exact"]

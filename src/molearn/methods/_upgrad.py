@@ -7,8 +7,8 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
-from ..solvers._consts import eye, scaled_eye, scaled_ones
-from ..solvers._dual_cone import DualConeSolver, project_dual_cone_residual
+from ..solvers import DualConeSolver, project_dual_cone_residual
+from ..solvers.consts import eye, scaled_eye, scaled_ones
 from ._base import Inputs, Method, Needs, Output, check_gramian
 
 

@@ -1,4 +1,7 @@
-"""The K×K subproblems of multi-objective methods, in pure torch, batched, float64 inside, sync-free."""
+"""The K×K subproblems of multi-objective methods, in pure torch, batched, float64 inside, sync-free.
+
+Two public submodules serve the methods as well: :mod:`.consts` (small constants created once per device) and
+:mod:`.linalg` (eigen-decomposition and square solves without a host check off the CPU)."""
 
 from ._alpha_fair import alpha_fair, alpha_fair_residual, alpha_fair_sgd, alpha_fair_with_residual
 from ._cagrad import cagrad_dual, cagrad_weights
@@ -11,11 +14,12 @@ from ._closed_form import (
     psd_pinv,
     random_orders,
 )
-from ._dual_cone import kkt_residual_dual_cone, project_dual_cone
+from ._dual_cone import DualConeSolver, kkt_residual_dual_cone, project_dual_cone, project_dual_cone_residual
 from ._min_norm import kkt_residual_min_norm, min_norm, min_norm_frank_wolfe
 from ._simplex import project_simplex
 
 __all__ = [
+    "DualConeSolver",
     "aligned_mtl_weights",
     "alpha_fair",
     "alpha_fair_residual",
@@ -32,6 +36,7 @@ __all__ = [
     "min_norm_frank_wolfe",
     "pcgrad_weights",
     "project_dual_cone",
+    "project_dual_cone_residual",
     "project_simplex",
     "psd_pinv",
     "random_orders",

@@ -7,7 +7,7 @@ from functools import lru_cache
 import torch
 from torch import Tensor
 
-from ._consts import eye
+from .consts import eye
 
 # Gradients whose squared norm is below this fraction of the largest one are treated as exactly zero.
 _ZERO_TOL = 1e-40

@@ -31,7 +31,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from ._consts import eye, subset_masks
+from .consts import eye, subset_masks
 
 CAGradSolver = Literal["auto", "enumerate", "interior_point"]
 

@@ -3,7 +3,7 @@ gradients, computed from the K×K Gramian ``G = J Jᵀ`` alone.
 
 Every function is batched over leading dimensions (``(..., K, K)``), works in float64 and has no
 data-dependent control flow or shapes: rank decisions are masks, conditional updates are
-``torch.where``. Eigen-decompositions go through :func:`molearn.solvers._linalg.eigh`: LAPACK on the
+``torch.where``. Eigen-decompositions go through :func:`molearn.solvers.linalg.eigh`: LAPACK on the
 CPU, a sync-free Jacobi method on other devices (``torch.linalg.eigh`` checks its error code on the
 host, which synchronises a GPU and breaks CUDA-graph capture).
 """
@@ -15,8 +15,8 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from ._consts import eye
-from ._linalg import eigh
+from .consts import eye
+from .linalg import eigh
 
 AlignedScale = Literal["min", "median", "rmse"]
 

@@ -33,7 +33,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ._consts import arange, eye, neg_mask, subset_masks
+from .consts import arange, eye, neg_mask, subset_masks
 
 # Penalty on the fixed indices of the pivoting iteration (relative to a unit diagonal).
 _PENALTY = 1e10

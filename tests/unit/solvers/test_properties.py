@@ -28,7 +28,7 @@ from molearn.solvers import (
     min_norm,
     project_dual_cone,
 )
-from molearn.solvers._linalg import jacobi_eigh
+from molearn.solvers.linalg import jacobi_eigh
 
 FAMILIES = ["normal", "zero", "strong", "weak", "conflicting", "low_rank", "duplicate", "opposite", "spread"]
 SETTINGS = settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -198,17 +198,17 @@ def test_alpha_fair(case: tuple[str, int, int], exponent: int, alpha: float) -> 
     family, k, seed = case
     j = jacobian(family, k, seed, p=k + 20)
     g = j @ j.T
-    w = alpha_fair(g, alpha)
+    # norms over 6 orders with α = 0.5 need more than the default 12 Newton steps (documented: ~20)
+    iters = 25 if family == "spread" and alpha < 1 else 12
+    w = alpha_fair(g, alpha, iters=iters)
     assert torch.isfinite(w).all() and (w >= 0).all()
     if (w > 0).all():
-        # norms over 6 orders with α = 0.5 need more than the default 12 Newton steps (documented)
-        tol = 1e-4 if family == "spread" and alpha < 1 else 1e-6
-        assert alpha_fair_residual(g, w, alpha) <= tol
+        assert alpha_fair_residual(g, w, alpha) <= 1e-6
     s = 10.0 ** (2 * exponent)
-    ws = alpha_fair(g * s, alpha)
+    ws = alpha_fair(g * s, alpha, iters=iters)
     torch.testing.assert_close(ws, w * s ** (-alpha / (alpha + 1)), rtol=1e-6, atol=0.0)
     perm = permutation(k, seed)
-    torch.testing.assert_close(alpha_fair(g[perm][:, perm], alpha), w[perm], rtol=1e-6, atol=0.0)
+    torch.testing.assert_close(alpha_fair(g[perm][:, perm], alpha, iters=iters), w[perm], rtol=1e-6, atol=0.0)
 
 
 # ---- closed forms (IMTL-G, Aligned-MTL, ConFIG)

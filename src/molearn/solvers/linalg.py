@@ -23,7 +23,7 @@ from functools import lru_cache
 import torch
 from torch import Tensor
 
-from ._consts import eye
+from .consts import eye
 
 _FORCE = False
 
