@@ -107,3 +107,14 @@ def test_bench_seed_methods_quick(tmp_path: Path) -> None:
     md = (tmp_path / "seed_methods.md").read_text()
     assert "Command:" in md and "## mlp" in md and "| 4 | MoCo (libmtl) |" in md
     assert (tmp_path / "seed_methods.json").exists()
+
+
+def test_bench_loss_only_quick(tmp_path: Path) -> None:
+    mod = _load("bench_loss_only")
+    assert mod.main(["--quick", "--models", "mlp,conv", "--out", str(tmp_path)]) == 0
+    rows = _csv(tmp_path / "loss_only.csv")
+    variants = {"EW (plain)", *(f"{m}/auto" for m in mod.METHODS)}
+    for model in ("mlp", "conv"):
+        assert {r["variant"] for r in rows if r["model"] == model and r["K"] == "2"} == variants
+    assert all(float(r["time_s"]) > 0 and float(r["vs_ew"]) > 0 for r in rows)
+    assert "| mlp | 2 | ew/auto |" in (tmp_path / "loss_only.md").read_text()
