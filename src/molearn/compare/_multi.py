@@ -11,7 +11,7 @@ training pairs are built from the other 90 %, the test pairs from the test image
 **Schedules**: ``full`` is the SDMGrad consistency protocol (LeNet, 120k training pairs, 100 epochs,
 batch 256, SGD lr 1e-2 momentum 0.9, MultiStepLR milestones [15, 30, 45, 60, 75, 90] γ 0.5 stepped **per
 iteration**, as the official code does), with 10k validation and all 20k test pairs; ``default`` is a
-short schedule that finishes in about 7 minutes on 2 CPU cores for eight methods × 3 seeds: 24k training
+short schedule that finishes in about 20 minutes on 2 CPU cores for eight methods × 3 seeds: 24k training
 pairs, 5k validation and 5k test pairs, 3 epochs, batch 64, the same SGD without the learning-rate decay
 (the official milestones count iterations and would cut it 64-fold within the short run).
 ``method_kwargs``: CAGrad c = 0.4 (Nash-MTL / FAMO / FairGrad supervised setting), SDMGrad λ = 0.5
