@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ast
 import re
+import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -99,11 +100,12 @@ def _param(block: Block):
 def test_python_block_runs_alone(block: Block, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     namespace: dict[str, object] = {"__name__": block.module}
+    error = ""
     try:
         exec(compile(block.code, block.id, "exec"), namespace)
-    except Exception as exc:  # pragma: no cover - the failure message is the point
-        raise AssertionError(f"{block.id}: the python block fails when run on its own: {exc!r}\n"
-                             f"{block.code}") from exc
+    except Exception as exc:  # the failure message is the point
+        error = "".join(traceback.format_exception(exc))
+    assert not error, f"{block.id}: the python block fails when run on its own:\n{error}\n{block.code}"
 
 
 def test_markers_are_well_formed() -> None:

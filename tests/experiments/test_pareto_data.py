@@ -12,8 +12,10 @@ import pytest
 import torch
 
 from experiments import common
-from molearn.datasets import ENV_CACHE, ENV_FASHION_MNIST, FASHION_MNIST_FILES, write_idx
+from molearn.datasets import ENV_CACHE, ENV_FASHION_MNIST
 from molearn.pareto import Hypervolume
+
+from .._fashion import write_fake_fashion
 
 pareto_data = common.load("pareto-data")
 TINY = pareto_data.Settings(n_train=64, n_test=32, epochs=1, cond_epochs=2, batch_size=32, eval_batch=32)
@@ -30,12 +32,7 @@ def _one_thread() -> Iterator[None]:
 
 @pytest.fixture(autouse=True)
 def _data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    g = torch.Generator().manual_seed(0)
-    folder = tmp_path / "fashion"
-    for split, n in (("train", 40), ("test", 20)):
-        img, lab = FASHION_MNIST_FILES[split]
-        write_idx(folder / f"{img}.gz", torch.randint(0, 256, (n, 28, 28), generator=g, dtype=torch.uint8))
-        write_idx(folder / f"{lab}.gz", (torch.arange(n) % 10).to(torch.uint8))
+    folder = write_fake_fashion(tmp_path / "fashion")
     monkeypatch.setenv(ENV_FASHION_MNIST, str(folder))
     monkeypatch.setenv(ENV_CACHE, str(tmp_path / "cache"))
 

@@ -81,7 +81,6 @@ def test_import_molearn_stays_torch_only() -> None:
 #: ``__init__`` instead; nothing may be added here.
 KNOWN_PRIVATE_IMPORTS = {
     ("_balancer.py", "molearn.methods._base"),
-    ("methods/_aligned_mtl.py", "molearn.solvers._closed_form"),
 }
 
 

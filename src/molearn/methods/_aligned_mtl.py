@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from ..solvers import aligned_mtl_weights
-from ..solvers._closed_form import AlignedScale
+from ..solvers import AlignedScale, aligned_mtl_weights
 from ._base import Inputs, Method, Needs, Output, check_gramian
 
 

@@ -6,6 +6,7 @@ Two public submodules serve the methods as well: :mod:`.consts` (small constants
 from ._alpha_fair import alpha_fair, alpha_fair_residual, alpha_fair_sgd, alpha_fair_with_residual
 from ._cagrad import cagrad_dual, cagrad_weights
 from ._closed_form import (
+    AlignedScale,
     aligned_mtl_weights,
     config_weights,
     gradvac_weights,
@@ -19,6 +20,7 @@ from ._min_norm import kkt_residual_min_norm, min_norm, min_norm_frank_wolfe
 from ._simplex import project_simplex
 
 __all__ = [
+    "AlignedScale",
     "DualConeSolver",
     "aligned_mtl_weights",
     "alpha_fair",

@@ -13,18 +13,15 @@ import pytest
 import torch
 
 from molearn.compare import _run as compare
-from molearn.datasets import ENV_CACHE, ENV_FASHION_MNIST, FASHION_MNIST_FILES, write_idx
+from molearn.datasets import ENV_CACHE, ENV_FASHION_MNIST
 from molearn.models import MultiLeNet
+
+from ..._fashion import write_fake_fashion
 
 
 @pytest.fixture(autouse=True)
 def _data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    g = torch.Generator().manual_seed(0)
-    folder = tmp_path / "fashion"
-    for split, n in (("train", 40), ("test", 20)):
-        img, lab = FASHION_MNIST_FILES[split]
-        write_idx(folder / f"{img}.gz", torch.randint(0, 256, (n, 28, 28), generator=g, dtype=torch.uint8))
-        write_idx(folder / f"{lab}.gz", (torch.arange(n) % 10).to(torch.uint8))
+    folder = write_fake_fashion(tmp_path / "fashion")
     monkeypatch.setenv(ENV_FASHION_MNIST, str(folder))
     monkeypatch.setenv(ENV_CACHE, str(tmp_path / "cache"))
 

@@ -34,6 +34,8 @@ from molearn.datasets import (
 )
 from molearn.datasets import _multi as mm
 
+from ..._fashion import write_fake_fashion
+
 PER_CLASS = 3  # 30 digits in the fixture pool -> 24 train / 6 test
 
 
@@ -441,12 +443,7 @@ def test_real_fashion_mnist_slice() -> None:
 
 
 def test_validation_split_holds_out_training_images(tmp_path: Path) -> None:
-    g = torch.Generator().manual_seed(1)
-    folder = tmp_path / "fashion"
-    for split, n in (("train", 50), ("test", 10)):
-        img, lab = FASHION_MNIST_FILES[split]
-        write_idx(folder / f"{img}.gz", torch.randint(0, 256, (n, 28, 28), generator=g, dtype=torch.uint8))
-        write_idx(folder / f"{lab}.gz", (torch.arange(n) % 10).to(torch.uint8))
+    folder = write_fake_fashion(tmp_path / "fashion", n_train=50, n_test=10, seed=1)
     tr, _ = mm._source("fashion", "train", folder, False, 0.1)
     va, _ = mm._source("fashion", "val", folder, False, 0.1)
     assert (tr.shape[0], va.shape[0]) == (45, 5)

@@ -81,11 +81,13 @@ def test_combine_never_synchronises(name: str, k: int) -> None:
     method = build(name, k)
     seq = inputs_sequence(method, k, 4, device)
     torch.cuda.synchronize()
+    outs = []
     with sync_debug_error():
         for inputs in seq:
-            method.combine(inputs)
+            outs.append(_result(method.combine(inputs)))
             _after(method, inputs)
     torch.cuda.synchronize()
+    assert all(o.device.type == "cuda" and bool(torch.isfinite(o).all()) for o in outs)
 
 
 def _copy_into(static: Inputs, new: Inputs) -> None:
