@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import weakref
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -13,6 +13,7 @@ from torch import Tensor
 from .engine import (
     BatchedJacobian,
     ClosureJacobian,
+    GradBuffer,
     LayerRecorder,
     LayerwiseGramian,
     LoopJacobian,
@@ -23,6 +24,7 @@ from .engine import (
     Request,
     Situation,
     Strategy,
+    all_finite,
     choose,
     describe_modules,
     leaves_from_nodes,
@@ -37,8 +39,32 @@ LossFn = Callable[[Any], "Tensor | Sequence[Tensor] | tuple[Any, Tensor]"]
 __all__ = ["Balancer", "NonFiniteLossError", "StepInfo"]
 
 
+Stage = Literal["loss", "gradient", "weights", "model"]
+
+
 class NonFiniteLossError(FloatingPointError):
-    """A loss (or the Gramian) was NaN or infinite; the message names the objective."""
+    """A step met a NaN or infinite value; the message names the objective(s) and the stage.
+
+    ``stage``: ``"loss"`` (a loss, or a post-step loss), ``"gradient"`` (a per-objective gradient, seen in
+    the Gramian, or the update about to be written to ``.grad``), ``"weights"`` (the method's output) or
+    ``"model"`` (the trainer found the model's parameters or optimiser state non-finite at a checkpoint).
+    ``objectives``: the indices named (for a non-finite update of a loss-only method, the objectives whose
+    graph reaches every affected parameter: possibly all of them).
+    """
+
+    def __init__(self, message: str, *, stage: Stage = "loss", objectives: Sequence[int] = ()) -> None:
+        super().__init__(message)
+        self.stage: Stage = stage
+        self.objectives = list(objectives)
+
+
+@dataclass
+class _Problem:
+    """What the finite check found (built after it failed, when synchronising no longer matters)."""
+
+    stage: Stage
+    objectives: list[int]
+    message: str
 
 
 @dataclass
@@ -47,7 +73,9 @@ class StepInfo:
 
     ``cosines`` are the pairwise cosines of the per-objective gradients (negative = conflict),
     ``grad_norms`` their norms; both are derived from the Gramian and absent for loss-only methods.
-    ``info`` holds method-specific values such as the solver ``residual``.
+    ``info`` holds method-specific values such as the solver ``residual`` and its ``status``
+    (:mod:`molearn.solvers` ``CONVERGED``/``ITERATION_LIMIT``/``INFEASIBLE``). ``reason``: why a step
+    was skipped (the finite check's message, or a ``GradScaler`` overflow).
     """
 
     losses: Tensor
@@ -57,10 +85,13 @@ class StepInfo:
     grad_norms: Tensor | None = None
     info: dict[str, Tensor] = field(default_factory=dict)
     skipped: bool = False
+    reason: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         """Plain Python values (this synchronises with the device; call it when logging)."""
         out: dict[str, Any] = {"skipped": self.skipped, "losses": self.losses.tolist()}
+        if self.reason:
+            out["reason"] = self.reason
         for name in ("weights", "cosines", "grad_norms"):
             value = getattr(self, name)
             if value is not None:
@@ -101,15 +132,50 @@ def _as_loss_vector(
                     f"objective {i}: the loss must be a scalar, got shape {tuple(loss.shape)} "
                     "(reduce it, e.g. with .mean())"
                 )
+            if need_grad and not loss.requires_grad and any(x.requires_grad for x in items):
+                raise ValueError(
+                    f"objective {i}: the loss does not require grad (detached, or computed without the "
+                    "model's parameters)"
+                )
         if not items:
             raise ValueError("no losses were given")
         items = [loss.reshape(()) for loss in items]
         vec = torch.stack(items)
     if vec.shape[0] == 0:
         raise ValueError("no losses were given")
+    if not vec.is_floating_point():
+        raise TypeError(f"the losses must be floating-point tensors, got {vec.dtype}")
     if need_grad and not vec.requires_grad:
         raise ValueError("the losses do not require grad: compute them from the model's parameters")
+    node = vec.grad_fn
+    if need_grad and node is not None and type(node).__name__.startswith("StackBackward"):
+        for i, (branch, _) in enumerate(node.next_functions):  # torch.stack of K scalars: one branch each
+            if branch is None:
+                raise ValueError(
+                    f"objective {i}: the loss does not require grad (detached, or computed without the "
+                    "model's parameters)"
+                )
     return vec, items
+
+
+def _check_parameters(shared: list[Tensor], tasks: list[Tensor] | None) -> None:
+    """Every parameter a tensor that requires grad, listed once, and either shared or task-specific: a
+    parameter given twice would receive its gradient twice (or, for a Gramian method, count twice in
+    the Gramian)."""
+    seen: dict[int, str] = {}
+    for kind, params in (("shared", shared), ("task", tasks or [])):
+        for i, p in enumerate(params):
+            if not isinstance(p, Tensor):
+                raise TypeError(f"{kind} parameter {i} is a {type(p).__name__}, not a tensor")
+            label = f"{kind} parameter {i} (shape {tuple(p.shape)})"
+            if not p.requires_grad:
+                raise ValueError(f"{label} does not require grad")
+            if id(p) in seen:
+                raise ValueError(
+                    f"{label} is the same tensor as {seen[id(p)]}: list each parameter once, "
+                    "as shared or as task-specific"
+                )
+            seen[id(p)] = f"{kind} parameter {i}"
 
 
 def _cosines(gramian: Tensor) -> tuple[Tensor, Tensor]:
@@ -153,13 +219,19 @@ class Balancer:
             ``"representation"`` (gradients w.r.t. a shared feature tensor passed as ``features``, as in
             MGDA-UB); or a :class:`molearn.engine.Strategy` instance, e.g.
             ``LayerwiseGramian(objectives_per_pass=8)``.
-        on_nonfinite: ``"raise"`` a :class:`NonFiniteLossError` naming the objective, or ``"skip"``
-            the step (no gradient written, :attr:`skipped_steps` incremented, ``StepInfo.skipped``).
+        on_nonfinite: what a step with a NaN/Inf does, wherever it appears (a loss, a per-objective
+            gradient, the method's weights, the update for ``.grad``): ``"raise"`` a
+            :class:`NonFiniteLossError` naming the objective(s) and the stage, or ``"skip"`` the step (no
+            gradient written, :attr:`skipped_steps` incremented, ``StepInfo.skipped`` and ``reason``).
+            Either way nothing reaches ``.grad`` and the method's state is as before the step.
         check_finite: set to ``False`` to remove the one host synchronisation per step that the
             check costs (e.g. under CUDA-graph capture); NaNs then propagate.
         module: the model. Its layers that own shared parameters can use the layer-wise Gramian; methods
             that re-evaluate the losses at perturbed parameters (SAMO) run those passes in eval mode and
             keep BatchNorm running statistics unchanged.
+
+    Parameters are checked at construction: each a tensor that requires grad, listed once, shared or
+    task-specific but not both (a repeated parameter would receive its gradient twice).
 
     With ``mode="gramian"`` (or ``"auto"`` for a Gramian method) and a module known, forward hooks record
     each layer's inputs; :meth:`close` (or ``with Balancer(...) as bal:``) removes them, as does dropping
@@ -192,12 +264,9 @@ class Balancer:
             roots.append(module)
         if not self.shared:
             raise ValueError("the list of shared parameters is empty")
-        for i, p in enumerate(self.shared):
-            if not isinstance(p, Tensor):
-                raise TypeError(f"shared parameter {i} is a {type(p).__name__}, not a tensor")
-            if not p.requires_grad:
-                raise ValueError(f"shared parameter {i} (shape {tuple(p.shape)}) does not require grad")
         self._tasks = None if tasks is None else list(tasks)
+        _check_parameters(self.shared, self._tasks)
+        self._roots = roots
         self.mode: Mode | Strategy = mode
         self.module = module
         self.task_grad: TaskGrad = task_grad or method.task_grad
@@ -208,7 +277,9 @@ class Balancer:
         self.on_nonfinite = on_nonfinite
         self.check_finite = check_finite
         self.skipped_steps = 0
-        self._last_losses: Tensor | None = None
+        self._pending: Tensor | None = None  # the losses of the last accepted step, for update()
+        self._skipped_last = False
+        self._optimizer: torch.optim.Optimizer | None = None  # the optimiser of the step() in progress
         self._fixed = self._validate(mode)
         self._dense, self._compiled = describe_modules(roots, self.shared) if roots else (False, False)
         self._strategies: dict[str, Strategy] = {}
@@ -319,21 +390,6 @@ class Balancer:
             self._tasks = [t for t in reachable_leaves([losses]) if id(t) not in shared_ids]
         return self._tasks
 
-    def _finite(self, losses: Tensor, what: str = "loss") -> bool:
-        if not self.check_finite:
-            return True
-        bad = ~torch.isfinite(losses.detach())
-        if not bool(bad.any()):
-            return True
-        if self.on_nonfinite == "skip":
-            self.skipped_steps += 1
-            return False
-        idx = bad.nonzero().flatten().tolist()
-        if what == "loss":
-            vals = [float(losses.detach()[i]) for i in idx]
-            raise NonFiniteLossError(f"non-finite loss for objective(s) {idx}: {vals}")
-        raise NonFiniteLossError(f"non-finite gradient for objective(s) {idx} (their Gramian row is NaN/Inf)")
-
     def _finish(self) -> None:
         for strategy in self._strategies.values():
             strategy.finish()
@@ -349,10 +405,9 @@ class Balancer:
         refresh: Callable[[], Tensor] | None = None,
         scale: Tensor | None = None,
         retain_graph: bool = False,
-    ) -> _Prepared | None:
-        """Check the losses, let the strategy compute the batch's statistics, build the method's inputs."""
-        if not self._finite(losses):
-            return None
+    ) -> _Prepared:
+        """Let the strategy compute the batch's statistics and build the method's inputs (nothing is
+        checked here: the step's one finite check comes later, see :meth:`_complete`)."""
         k = losses.shape[0]
         tasks = self._task_params(losses)  # discovered from all K objectives' graph
         needs = self.method.needs
@@ -388,7 +443,9 @@ class Balancer:
         if isinstance(strategy, ClosureJacobian):
             if refresh is None:
                 raise TypeError(f"{type(self.method).__name__} needs a closure: use Balancer.step")
-            probe = Probe(refresh, losses, self.shared, tasks, self.module, items=probe_items)
+            probe = Probe(
+                refresh, losses, self.shared, tasks, self.module, items=probe_items, optimizer=self._optimizer
+            )
             req.closure = lambda: self._closure_rows(probe, k, tasks, scale)
         part = strategy.compute(req)
         gramian = part.gramian
@@ -396,8 +453,6 @@ class Balancer:
         if scale is not None:
             gramian = None if gramian is None else gramian / (scale * scale).to(gramian.dtype)
             jacobian = None if jacobian is None else jacobian / scale.to(jacobian.dtype)
-        if gramian is not None and scale is None and not self._finite(gramian.diagonal(), what="gradient"):
-            return None
         inputs = Inputs(
             losses=losses.detach(),
             gramian=gramian if needs.gradients else None,
@@ -416,13 +471,6 @@ class Balancer:
             )
         return jac if scale is None else jac * scale.to(jac.dtype)  # the engine's rows are scaled
 
-    def _overflowed(self, prepared: _Prepared) -> bool:
-        """Under a GradScaler: whether the scaled gradients overflowed (then the scaler skips the step)."""
-        gramian = prepared.inputs.gramian
-        if gramian is None or not self.check_finite:
-            return False
-        return not bool(torch.isfinite(gramian.diagonal()).all())  # the documented per-step sync
-
     def _task_coefficients(self, k: int, selected: Tensor | None, like: Tensor) -> Tensor:
         """``task_grad="own"``: 1 for every objective whose gradient was computed, 0 for the others."""
         ones = torch.ones(k, dtype=like.dtype, device=like.device)
@@ -430,10 +478,17 @@ class Balancer:
             return ones
         return torch.zeros_like(ones).index_fill_(0, selected.to(like.device), 1.0)
 
-    def _write(self, out: Output, parts: list[_Prepared], retain_graph: bool, scale: Tensor | None) -> None:
+    def _write(
+        self,
+        out: Output,
+        parts: list[_Prepared],
+        retain_graph: bool,
+        scale: Tensor | None,
+        into: GradBuffer | None = None,
+    ) -> None:
         """Shared parameters get the combined direction, task parameters ``Σ c_i ∇L_i``; each batch's part
-        writes its share. With several batches the task parameters get the mean over the batches
-        (``"own"``), as in LibMTL's MoDo."""
+        writes its share (into ``.grad``, or staged in ``into`` until the finite check passes). With several
+        batches the task parameters get the mean over the batches (``"own"``), as in LibMTL's MoDo."""
         last = parts[-1]
         k = last.losses.shape[0]
         name = type(self.method).__name__
@@ -442,10 +497,10 @@ class Balancer:
             if not self.method.needs.jacobian:
                 raise TypeError(f"{name} returned a direction without declaring Needs.jacobian")
             direction = out.direction if scale is None else out.direction * scale.to(out.direction.dtype)
-            last.part.write_direction(direction, retain_graph=True)
+            last.part.write_direction(direction, retain_graph=True, into=into)
             coeff = self._task_coefficients(k, last.inputs.selected, last.losses)
             for p in parts:
-                p.part.write(None, coeff / n if n > 1 else coeff, retain_graph=retain_graph)
+                p.part.write(None, coeff / n if n > 1 else coeff, retain_graph=retain_graph, into=into)
             return
         if out.weights is None:
             raise TypeError(f"{name}.combine returned neither weights nor a direction")
@@ -462,7 +517,7 @@ class Balancer:
             own = self._task_coefficients(k, last.inputs.selected, out.weights)
             own = own if n == 1 else own / n
         for p, wb in zip(parts, all_weights, strict=True):
-            p.part.write(wb, wb if own is None else own, retain_graph=retain_graph)
+            p.part.write(wb, wb if own is None else own, retain_graph=retain_graph, into=into)
 
     def _combine(self, inputs: Inputs) -> Output:
         """The method's output; with K = 1 the single gradient passes through unchanged (weight 1),
@@ -493,12 +548,202 @@ class Balancer:
         if self._wants_features() and features is None and self.method.needs.gradients:
             raise ValueError("mode='representation' needs the shared features: backward(losses, features=z)")
 
-    def _overflow_write(self, prepared: _Prepared, retain_graph: bool) -> StepInfo:
+    # ------------------------------------------------------------------ the finite check
+    def _snapshot(self) -> tuple[dict[str, Any], dict[str, Tensor]]:
+        """The method's state (``state_dict`` returns copies) and its generators' states, to restore when
+        the finite check rejects the step: the method's state only ever moves with accepted steps."""
+        gens = {k: g.get_state() for k, g in vars(self.method).items() if isinstance(g, torch.Generator)}
+        return self.method.state_dict(), gens
+
+    def _snapshot_for(self, losses: Tensor) -> tuple[dict[str, Any], dict[str, Tensor]] | None:
+        """A snapshot when the step may need undoing: the check is on and there is something to balance."""
+        return self._snapshot() if self.check_finite and losses.shape[0] > 1 else None
+
+    def _restore(self, snapshot: tuple[dict[str, Any], dict[str, Tensor]]) -> None:
+        state, gens = snapshot
+        self.method.load_state_dict(state)
+        for k, g in gens.items():
+            getattr(self.method, k).set_state(g)
+
+    @staticmethod
+    def _checked(parts: list[_Prepared], out: Output | None, into: GradBuffer | None) -> list[Tensor]:
+        """Everything the step's finite check covers: the losses, the per-objective statistics (the Gramian's
+        diagonal: a NaN/Inf gradient row makes its entry NaN/Inf), the method's output and the update."""
+        tensors: list[Tensor] = []
+        for p in parts:
+            tensors.append(p.losses.detach())
+            if p.inputs.gramian is not None:
+                tensors.append(p.inputs.gramian.diagonal())
+        if out is not None:
+            tensors.extend(
+                t for t in (out.weights, out.direction, *(out.extra_weights or [])) if t is not None
+            )
+        if into is not None:
+            tensors.extend(into.tensors())
+        return tensors
+
+    def _label(self, p: Tensor) -> str:
+        """``shared parameter 3 'trunk.0.bias' (shape (16,))``: position, name (when known), shape."""
+        for kind, params in (("shared", self.shared), ("task", self._tasks or [])):
+            for i, q in enumerate(params):
+                if q is p:
+                    names = [n for r in self._roots for n, x in r.named_parameters() if x is p]
+                    named = f" {names[0]!r}" if names else ""
+                    return f"{kind} parameter {i}{named} (shape {tuple(p.shape)})"
+        return f"a parameter of shape {tuple(p.shape)}"
+
+    @staticmethod
+    def _suspects(parts: list[_Prepared], bad: list[Tensor]) -> list[int]:
+        """The objectives whose graph reaches every parameter with a non-finite update (the walk reads the
+        graph's structure, which outlives the backward pass); all of them when that does not narrow it."""
+        k = int(parts[-1].losses.shape[0])
+        ids = {id(p) for p in bad}
+        found: set[int] = set()
+        for part in parts:
+            items = part.part.req.items
+            if items is None or len(items) != k:
+                items = list(part.losses.unbind())
+            for i, item in enumerate(items):
+                reach = {id(t) for t in leaves_from_nodes([objective_root(item, i)])}
+                if ids <= reach:
+                    found.add(i)
+        return sorted(found) if found else list(range(k))
+
+    def _diagnose(
+        self, parts: list[_Prepared], out: Output | None, into: GradBuffer | None
+    ) -> _Problem | None:
+        """After the check failed: the first stage with a NaN/Inf value and its objectives (syncs freely)."""
+        multi = len(parts) > 1
+
+        def where(b: int) -> str:
+            return f" in batch {b}" if multi else ""
+
+        for b, p in enumerate(parts):
+            losses = p.losses.detach()
+            bad = (~torch.isfinite(losses)).nonzero().flatten().tolist()  # sync: after a failed check
+            if bad:
+                vals = [float(losses[i]) for i in bad]
+                return _Problem("loss", bad, f"non-finite loss for objective(s) {bad}{where(b)}: {vals}")
+        for b, p in enumerate(parts):
+            g = p.inputs.gramian
+            if g is None:
+                continue
+            rows = (~torch.isfinite(g.diagonal())).nonzero().flatten().tolist()  # sync: as above
+            if rows:
+                sel = p.inputs.selected
+                objs = rows if sel is None else [int(sel[r]) for r in rows]
+                return _Problem(
+                    "gradient",
+                    objs,
+                    f"non-finite gradient for objective(s) {objs}{where(b)} (their Gramian row is NaN/Inf)",
+                )
+        name = type(self.method).__name__
+        if out is not None:
+            for w in (out.weights, *(out.extra_weights or [])):
+                if w is None:
+                    continue
+                bad = (~torch.isfinite(w)).nonzero().flatten().tolist()  # sync: as above
+                if bad:
+                    vals = [float(w[i]) for i in bad]
+                    return _Problem(
+                        "weights", bad, f"non-finite weights for objective(s) {bad} from {name}: {vals}"
+                    )
+            if out.direction is not None and not bool(torch.isfinite(out.direction).all()):  # sync: as above
+                return _Problem("weights", [], f"{name} returned a non-finite direction")
+        if into is not None:
+            params = into.nonfinite()
+            if params:
+                objs = self._suspects(parts, params)
+                narrowed = len(objs) == 1 or len(objs) < parts[-1].losses.shape[0]
+                which = "objective(s)" if narrowed else "one or more of objective(s)"
+                where_ = ", ".join(self._label(q) for q in params[:3]) + (" ..." if len(params) > 3 else "")
+                return _Problem(
+                    "gradient",
+                    objs,
+                    f"non-finite gradient for {which} {objs}: the update of {where_} is NaN/Inf",
+                )
+        return None
+
+    def _reject(self, problem: _Problem, losses: Tensor, cause: BaseException | None = None) -> StepInfo:
+        """``on_nonfinite="raise"``: the error; ``"skip"``: count it and report the step as skipped."""
+        self._pending = None
+        if self.on_nonfinite == "skip":
+            self.skipped_steps += 1
+            self._skipped_last = True
+            return StepInfo(losses=losses.detach(), skipped=True, reason=problem.message)
+        raise NonFiniteLossError(
+            problem.message, stage=problem.stage, objectives=problem.objectives
+        ) from cause
+
+    def _complete(
+        self,
+        parts: list[_Prepared],
+        retain_graph: bool,
+        scale: Tensor | None,
+        snapshot: tuple[dict[str, Any], dict[str, Tensor]] | None,
+    ) -> tuple[StepInfo, str]:
+        """Combine and write the step's batches: ``(info, "ok" | "nonfinite" | "overflow")``.
+
+        With the check on, everything the step computed (losses, Gramian diagonal, the method's output and
+        the update) is reduced on the device and read with one host synchronisation before anything reaches
+        ``.grad``; a rejected step restores the method's state (taken before :meth:`Method.combine`). Under
+        a ``GradScaler`` the check runs before the method instead, so that an overflowed Gramian never
+        reaches it, and the update is left to the scaler. ``snapshot``: the method's state before the step
+        (before :meth:`Method.select` drew from its generator), or ``None`` (check off, or K = 1)."""
+        inputs = parts[-1].inputs
+        inputs.extra = [p.inputs for p in parts[:-1]]
+        k = inputs.num_objectives
+        losses = parts[-1].losses
+        self._pending = None
+        self._skipped_last = False
+        if not self.check_finite:
+            out = self._combine(self._guarded(inputs, scale))
+            self._write(out, parts if k > 1 else parts[-1:], retain_graph, scale)
+            self._pending = inputs.losses
+            return self._info(inputs, out), "ok"
+        if scale is not None:
+            device = losses.device
+            if not bool(all_finite(self._checked(parts, None, None), device)):  # sync: the step's check
+                if snapshot is not None:
+                    self._restore(snapshot)
+                problem = self._diagnose(parts, None, None)
+                assert problem is not None
+                if problem.stage == "loss":
+                    return self._reject(problem, losses), "nonfinite"
+                for p in parts:  # overflowed: the scaler sees the Inf/NaN and skips the optimiser step
+                    self._overflow_write(p, retain_graph)
+                why = "the scaled gradients overflowed"
+                return StepInfo(losses=losses.detach(), skipped=True, reason=why), "overflow"
+            out = self._combine(inputs)
+            self._write(out, parts if k > 1 else parts[-1:], retain_graph, scale)
+            self._pending = inputs.losses
+            return self._info(inputs, out), "ok"
+        into = GradBuffer(staged=True)
+        try:
+            result = self._combine(inputs)
+            self._write(result, parts if k > 1 else parts[-1:], retain_graph, None, into)
+        except Exception as exc:  # a method may fail on NaN inputs: report those instead
+            if snapshot is not None:
+                self._restore(snapshot)
+            problem = self._diagnose(parts, None, None)
+            if problem is None:
+                raise
+            return self._reject(problem, losses, exc), "nonfinite"
+        if not bool(all_finite(self._checked(parts, result, into), losses.device)):  # sync: the step's check
+            if snapshot is not None:
+                self._restore(snapshot)
+            problem = self._diagnose(parts, result, into)
+            assert problem is not None, "the finite check failed but no stage holds a NaN/Inf"
+            return self._reject(problem, losses), "nonfinite"
+        into.commit()
+        self._pending = inputs.losses
+        return self._info(inputs, result), "ok"
+
+    def _overflow_write(self, prepared: _Prepared, retain_graph: bool) -> None:
         """The scaled gradients overflowed: write them with unit weights (the scaler sees the Inf/NaN and
         skips the optimiser step) without asking the method (its state stays as it was)."""
         ones = torch.ones_like(prepared.inputs.losses)
         prepared.part.write(ones, ones, retain_graph=retain_graph)
-        return StepInfo(losses=prepared.inputs.losses, skipped=True)
 
     # ------------------------------------------------------------------ public API
     def backward(
@@ -526,17 +771,11 @@ class Balancer:
             vec, items = _as_loss_vector(losses)
             self._check_features(features)
             scale = _loss_scale(scaler, vec)
+            snapshot = self._snapshot_for(vec)
             prepared = self._prepare(
                 vec, items, features, self._select(vec), scale=scale, retain_graph=retain_graph
             )
-            if prepared is None:
-                return StepInfo(losses=vec.detach(), skipped=True)
-            if scale is not None and self._overflowed(prepared):
-                return self._overflow_write(prepared, retain_graph)
-            out = self._combine(self._guarded(prepared.inputs, scale))
-            self._write(out, [prepared], retain_graph, scale)
-            self._last_losses = prepared.inputs.losses
-            return self._info(prepared.inputs, out)
+            return self._complete([prepared], retain_graph, scale, snapshot)[0]
         finally:
             self._finish()
 
@@ -566,22 +805,37 @@ class Balancer:
         return sel
 
     def update(self, losses_after: Tensor | Sequence[Tensor]) -> None:
-        """Feed the losses re-computed on the same batch after the optimiser step (FAMO)."""
-        if self._last_losses is None:
-            raise RuntimeError("update() called before any backward()/step()")
+        """Feed the losses re-computed on the same batch after the optimiser step (FAMO).
+
+        After a step that was skipped (``on_nonfinite="skip"``) this does nothing: that step wrote no
+        gradient, so there is nothing to learn from. With the check on, a non-finite post-step loss is
+        handled like any other (raise, or skip the update): a second host synchronisation in the steps of
+        methods that take post-step losses."""
+        if self._pending is None:
+            if self._skipped_last:
+                return
+            raise RuntimeError(
+                "update() needs a completed backward()/step() first (none yet, or the last one failed)"
+            )
+        before = self._pending
         if isinstance(losses_after, Tensor):
             after = losses_after.detach().reshape(-1)
         else:
             after = torch.stack([torch.as_tensor(x).reshape(()) for x in losses_after]).detach()
-        if after.shape != self._last_losses.shape:
-            raise ValueError(f"expected {self._last_losses.shape[0]} losses, got {after.shape[0]}")
-        if self.check_finite and not bool(torch.isfinite(after).all()):
+        if after.shape != before.shape:
+            raise ValueError(f"expected {before.shape[0]} losses, got {after.shape[0]}")
+        if self.check_finite and not bool(torch.isfinite(after).all()):  # sync: the post-step check
+            self._pending = None
+            bad = (~torch.isfinite(after)).nonzero().flatten().tolist()
             if self.on_nonfinite == "raise":
-                bad = (~torch.isfinite(after)).nonzero().flatten().tolist()
-                raise NonFiniteLossError(f"non-finite post-step loss for objective(s) {bad}")
+                raise NonFiniteLossError(
+                    f"non-finite post-step loss for objective(s) {bad}", stage="loss", objectives=bad
+                )
+            self._skipped_last = True
             return
+        self._pending = None  # one update per step
         if after.shape[0] > 1:
-            self.method.after_step(self._last_losses, after.to(self._last_losses.dtype))
+            self.method.after_step(before, after.to(before.dtype))
 
     def step(
         self,
@@ -597,7 +851,8 @@ class Balancer:
         ``loss_fn(batch)`` returns the K losses (or ``(losses, features)`` in representation mode);
         ``batches`` is an iterator (``next`` is called once per independent batch the method needs) or a
         zero-argument callable returning a batch. With ``scaler=`` (fp16 ``GradScaler``) the gradients are
-        written scaled and the step is ``scaler.step(optimizer); scaler.update()``.
+        written scaled and the step is ``scaler.step(optimizer); scaler.update()``. A step rejected by the
+        finite check (``on_nonfinite="skip"``) writes nothing and does not step the optimiser.
         """
         needs = self.method.needs
         if isinstance(batches, Iterator):
@@ -611,9 +866,11 @@ class Balancer:
             raise TypeError("batches must be an iterator (e.g. iter(loader)) or a callable returning a batch")
         if optimizer is not None and zero_grad:
             optimizer.zero_grad(set_to_none=True)
+        self._optimizer = optimizer
         try:
             info, batch, status = self._step(loss_fn, draw, needs, scaler)
         finally:
+            self._optimizer = None
             self._finish()
         if status == "nonfinite":  # nothing written: the optimiser does not step
             return info
@@ -636,12 +893,14 @@ class Balancer:
         selected: Tensor | None = None
         batch = None
         scale: Tensor | None = None
+        snapshot = None
         for b in range(needs.batches):
             batch = draw()
             losses, features = self._split(loss_fn(batch))
             vec, items = _as_loss_vector(losses)
             self._check_features(features)
             if b == 0:
+                snapshot = self._snapshot_for(vec)
                 selected = self._select(vec)
                 scale = _loss_scale(scaler, vec)
             elif vec.shape != parts[0].losses.shape:
@@ -653,31 +912,31 @@ class Balancer:
                 result = self._split(loss_fn(batch))[0]
                 return _as_loss_vector(result, need_grad=torch.is_grad_enabled())[0]
 
-            prepared = self._prepare(
-                vec, items, features, selected, refresh if needs.closure else None, scale
+            parts.append(
+                self._prepare(vec, items, features, selected, refresh if needs.closure else None, scale)
             )
-            if prepared is None:
-                return StepInfo(losses=vec.detach(), skipped=True), batch, "nonfinite"
-            parts.append(prepared)
-            if scale is not None and self._overflowed(prepared):
-                for p in parts:
-                    self._overflow_write(p, retain_graph=False)
-                return StepInfo(losses=vec.detach(), skipped=True), batch, "overflow"
-        inputs = parts[-1].inputs
-        inputs.extra = [p.inputs for p in parts[:-1]]
-        out = self._combine(self._guarded(inputs, scale))
-        if inputs.num_objectives == 1:
-            parts = parts[-1:]
-        self._write(out, parts, retain_graph=False, scale=scale)
-        self._last_losses = inputs.losses
-        return self._info(inputs, out), batch, "ok"
+        info, status = self._complete(parts, retain_graph=False, scale=scale, snapshot=snapshot)
+        return info, batch, status
 
     def state_dict(self) -> dict[str, Any]:
         return {"method": self.method.state_dict(), "skipped_steps": self.skipped_steps}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict`; the method validates its own state (shapes, dtypes, finiteness)."""
+        if not isinstance(state, Mapping):
+            raise TypeError(f"a Balancer state must be a dict, got {type(state).__name__}")
+        unknown = set(state) - {"method", "skipped_steps"}
+        if unknown or "method" not in state:
+            raise ValueError(
+                f"a Balancer state holds 'method' and 'skipped_steps'; got keys {sorted(map(str, state))}"
+            )
+        skipped = state.get("skipped_steps", 0)
+        if isinstance(skipped, Tensor):
+            skipped = int(skipped)
+        if not isinstance(skipped, int) or isinstance(skipped, bool) or skipped < 0:
+            raise ValueError(f"skipped_steps must be a non-negative int, got {skipped!r}")
         self.method.load_state_dict(state["method"])
-        self.skipped_steps = int(state.get("skipped_steps", 0))
+        self.skipped_steps = skipped
 
 
 _MODES: dict[str, Callable[[], Strategy] | None] = {

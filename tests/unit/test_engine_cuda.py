@@ -2,12 +2,14 @@
 
 Skipped without CUDA. Each strategy runs under ``torch.cuda.set_sync_debug_mode("error")`` with
 ``check_finite=False`` (the finite check is the Balancer's one documented sync) and a method whose
-``combine`` does not synchronise (unit weights), so that any sync raised comes from the engine.
+``combine`` does not synchronise (unit weights), so that any sync raised comes from the engine; with the
+check on, each strategy synchronises exactly once per step (``"warn"`` mode, warnings counted).
 """
 
 from __future__ import annotations
 
 import copy
+import warnings
 from collections.abc import Callable
 from typing import ClassVar
 
@@ -98,6 +100,30 @@ def test_strategy_is_sync_free_and_matches_the_cpu(name: str, conv: bool) -> Non
         grads[device] = [p.grad.detach().cpu() for p in net.parameters()]
     for a, b in zip(grads["cpu"], grads["cuda"], strict=True):
         torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("conv", [False, True])
+@pytest.mark.parametrize("name", sorted(STRATEGIES))
+def test_the_finite_check_is_one_sync_per_step(name: str, conv: bool) -> None:
+    """Issue 17: losses, Gramian diagonal, weights and the staged update are reduced on the device and read
+    once (the update then reaches ``.grad``)."""
+    make_mode, method_cls = STRATEGIES[name]
+    net, x, y = _problem(conv, "cuda")
+    with molearn.Balancer(method_cls(), net.trunk, net.heads.parameters(), mode=make_mode()) as bal:  # type: ignore[arg-type]
+        bal.backward(net.losses(x, y))  # warm-up: the first step finds the task parameters, caches constants
+        net.zero_grad(set_to_none=True)
+        losses = net.losses(x, y)
+        torch.cuda.synchronize()
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("always")
+            torch.cuda.set_sync_debug_mode("warn")
+            try:
+                bal.backward(losses)
+            finally:
+                torch.cuda.set_sync_debug_mode("default")
+    syncs = [w for w in seen if "synchroniz" in str(w.message).lower()]
+    assert len(syncs) == 1, [str(w.message) for w in syncs]
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in net.parameters())
 
 
 def test_grad_scaler_and_autocast_on_cuda() -> None:

@@ -21,12 +21,22 @@ from ._strategy import (
     gram_dtype,
     gramian_of,
 )
-from ._write import accumulate_flat, backward_weighted, leaves_from_nodes, objective_root, reachable_leaves
+from ._write import (
+    GradBuffer,
+    accumulate_flat,
+    add_grad,
+    all_finite,
+    backward_weighted,
+    leaves_from_nodes,
+    objective_root,
+    reachable_leaves,
+)
 
 __all__ = [
     "RULES",
     "BatchedJacobian",
     "ClosureJacobian",
+    "GradBuffer",
     "LayerRecorder",
     "LayerwiseGramian",
     "LoopJacobian",
@@ -38,6 +48,8 @@ __all__ = [
     "Situation",
     "Strategy",
     "accumulate_flat",
+    "add_grad",
+    "all_finite",
     "backward_weighted",
     "batched_passes",
     "choose",

@@ -18,7 +18,7 @@ Public torch API only.
 from __future__ import annotations
 
 import weakref
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -166,8 +166,16 @@ class Layer:
                 total += s @ s.T
         return total
 
-    def write(self, calls: Sequence[Call], deltas: Sequence[Tensor], weights: Tensor) -> None:
-        """Add ``Σ_i w_i ∇_θ L_i`` to this layer's ``.grad``, from the K output-gradients and the inputs."""
+    def write(
+        self,
+        calls: Sequence[Call],
+        deltas: Sequence[Tensor],
+        weights: Tensor,
+        add: Callable[[Tensor, Tensor], None] | None = None,
+    ) -> None:
+        """Add ``Σ_i w_i ∇_θ L_i`` to this layer's ``.grad``, from the K output-gradients and the inputs
+        (through ``add(param, grad)`` when given: the Balancer stages the write until its finite check)."""
+        add_to = add or _add_grad_now
         m = self.module
         for call, d in zip(calls, deltas, strict=True):
             ref = self.params[0]
@@ -175,16 +183,16 @@ class Layer:
             if isinstance(m, nn.Linear):
                 d2 = dw.reshape(-1, m.out_features)
                 if self.weight is not None:
-                    _add_grad(self.weight, d2.T @ call.inp.reshape(-1, m.in_features).to(ref.dtype))
+                    add_to(self.weight, d2.T @ call.inp.reshape(-1, m.in_features).to(ref.dtype))
                 if self.bias is not None:
-                    _add_grad(self.bias, d2.sum(0))
+                    add_to(self.bias, d2.sum(0))
             elif isinstance(m, nn.Embedding):
                 assert self.weight is not None
                 idx = call.inp.reshape(-1)
                 d2 = dw.reshape(-1, m.embedding_dim)
                 if m.padding_idx is not None:
                     d2 = d2 * (idx != m.padding_idx).to(d2.dtype)[:, None]
-                _add_grad(self.weight, torch.zeros_like(self.weight).index_add_(0, idx, d2))
+                add_to(self.weight, torch.zeros_like(self.weight).index_add_(0, idx, d2))
             else:
                 assert isinstance(m, (nn.Conv1d, nn.Conv2d))
                 x, dd = _as_2d_conv(m, call.inp, dw[None])
@@ -199,9 +207,9 @@ class Layer:
                         dilation=args["dilation"],
                         groups=m.groups,
                     )
-                    _add_grad(self.weight, gw.reshape(self.weight.shape))
+                    add_to(self.weight, gw.reshape(self.weight.shape))
                 if self.bias is not None:
-                    _add_grad(self.bias, dd[0].sum((0, 2, 3)))
+                    add_to(self.bias, dd[0].sum((0, 2, 3)))
 
 
 def _quadratic(delta: Tensor, gram: Tensor) -> Tensor:
@@ -211,7 +219,7 @@ def _quadratic(delta: Tensor, gram: Tensor) -> Tensor:
     return delta.reshape(k, -1) @ md.reshape(k, -1).T
 
 
-def _add_grad(p: Tensor, g: Tensor) -> None:
+def _add_grad_now(p: Tensor, g: Tensor) -> None:
     """Accumulate a freshly computed gradient into ``p.grad`` (as ``Tensor.backward`` does)."""
     if p.grad is None:
         p.grad = g.to(p.dtype)

@@ -87,6 +87,8 @@ class Probe:
         shared, tasks: the parameters; flat vectors follow ``[*shared, *tasks]``.
         module: the model, if given: :meth:`losses_at` runs it in eval mode and :meth:`gradient_at`
             restores its buffers, so perturbed passes never change BatchNorm running statistics.
+        optimizer: the optimiser that will take this step (``Balancer.step(..., optimizer)``), for
+            methods whose look-ahead follows it (Auto-λ); ``None`` when unknown.
     """
 
     def __init__(
@@ -97,6 +99,7 @@ class Probe:
         tasks: Sequence[Tensor],
         module: nn.Module | None = None,
         items: Sequence[Tensor] | None = None,
+        optimizer: torch.optim.Optimizer | None = None,
     ) -> None:
         self._loss_fn = loss_fn
         self.losses = losses
@@ -104,6 +107,7 @@ class Probe:
         self.shared = list(shared)
         self.tasks = list(tasks)
         self.module = module
+        self.optimizer = optimizer
         self.num_shared = sum(p.numel() for p in self.shared)
         self.params = [*self.shared, *self.tasks]
         self.forward_passes = 0

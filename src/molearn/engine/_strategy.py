@@ -29,7 +29,7 @@ from torch import Tensor
 from ._auto import Situation, batched_passes
 from ._grads import jacobian_batched, jacobian_loop
 from ._layers import Call, Layer, LayerRecorder, external_uses
-from ._write import accumulate_flat, backward_weighted
+from ._write import GradBuffer, backward_weighted
 
 __all__ = [
     "BatchedJacobian",
@@ -131,31 +131,74 @@ class Part:
         tasks = self.req.tasks
         return tasks if reached is None else [t for t in tasks if id(t) in reached]
 
-    def write(self, weights: Tensor | None, task_coeff: Tensor | None, *, retain_graph: bool) -> None:
-        """Add ``Σ_i weights_i ∇_shared L_i`` and ``Σ_i task_coeff_i ∇_tasks L_i`` (either may be None)."""
+    def write(
+        self,
+        weights: Tensor | None,
+        task_coeff: Tensor | None,
+        *,
+        retain_graph: bool,
+        into: GradBuffer | None = None,
+    ) -> None:
+        """Add ``Σ_i weights_i ∇_shared L_i`` and ``Σ_i task_coeff_i ∇_tasks L_i`` (either may be None) to
+        ``.grad``, or stage them in ``into`` (the Balancer's finite check commits them)."""
         raise NotImplementedError
 
-    def write_direction(self, direction: Tensor, *, retain_graph: bool) -> None:
-        """Add a direction (Jacobian methods) to the shared parameters."""
+    def write_direction(
+        self, direction: Tensor, *, retain_graph: bool, into: GradBuffer | None = None
+    ) -> None:
+        """Add a direction (Jacobian methods) to the shared parameters (or stage it in ``into``)."""
         raise TypeError(f"{type(self).__name__} forms no Jacobian: it cannot write a direction")
+
+
+_DIRECT = GradBuffer(staged=False)
+
+
+def _grads_into(
+    into: GradBuffer, losses: Tensor, weights: Tensor, inputs: list[Tensor], *, retain_graph: bool
+) -> None:
+    """Stage ``∇ Σ_i w_i L_i`` w.r.t. ``inputs`` (one pass, ``.grad`` untouched; unreached: nothing)."""
+    if not inputs:
+        return
+    w = weights if weights.dtype == losses.dtype else weights.to(losses.dtype)
+    total = torch.dot(w.detach(), losses)
+    grads = torch.autograd.grad(total, inputs, retain_graph=retain_graph, allow_unused=True)
+    for p, g in zip(inputs, grads, strict=True):
+        if g is not None:
+            into.add(p, g)
 
 
 class BackwardPart(Part):
     """Writes through backward passes of ``Σ_i c_i L_i`` over the batch's graph (all K losses: weights are
     zero outside a selection)."""
 
-    def write(self, weights: Tensor | None, task_coeff: Tensor | None, *, retain_graph: bool) -> None:
+    def write(
+        self,
+        weights: Tensor | None,
+        task_coeff: Tensor | None,
+        *,
+        retain_graph: bool,
+        into: GradBuffer | None = None,
+    ) -> None:
         losses = self.req.losses
         shared, tasks = self.req.shared, self.tasks_reached()
+        staged = into is not None and into.staged
+
+        def run(w: Tensor, params: list[Tensor], retain: bool) -> None:
+            if staged:
+                assert into is not None
+                _grads_into(into, losses, w, params, retain_graph=retain)
+            else:  # straight into .grad (one backward, with the parameters' hooks)
+                backward_weighted(losses, w, params, retain_graph=retain)
+
         if weights is not None and task_coeff is weights:
-            backward_weighted(losses, weights, [*shared, *tasks], retain_graph=retain_graph)
+            run(weights, [*shared, *tasks], retain_graph)
             return
         two = task_coeff is not None and bool(tasks)
         if weights is not None:
-            backward_weighted(losses, weights, shared, retain_graph=retain_graph or two)
+            run(weights, list(shared), retain_graph or two)
         if two:
             assert task_coeff is not None
-            backward_weighted(losses, task_coeff, tasks, retain_graph=retain_graph)
+            run(task_coeff, list(tasks), retain_graph)
 
 
 class RepresentationPart(BackwardPart):
@@ -164,12 +207,21 @@ class RepresentationPart(BackwardPart):
         self.jacobian = jac
         self.gramian = gramian
 
-    def write_direction(self, direction: Tensor, *, retain_graph: bool) -> None:
+    def write_direction(
+        self, direction: Tensor, *, retain_graph: bool, into: GradBuffer | None = None
+    ) -> None:
         feat = self.req.features
         assert feat is not None
-        torch.autograd.backward(
-            feat, direction.view_as(feat).to(feat.dtype), inputs=self.req.shared, retain_graph=retain_graph
+        cotangent = direction.view_as(feat).to(feat.dtype)
+        if into is None or not into.staged:
+            torch.autograd.backward(feat, cotangent, inputs=self.req.shared, retain_graph=retain_graph)
+            return
+        grads = torch.autograd.grad(
+            feat, self.req.shared, cotangent, retain_graph=retain_graph, allow_unused=True
         )
+        for p, g in zip(self.req.shared, grads, strict=True):
+            if g is not None:
+                into.add(p, g)
 
 
 class JacobianPart(Part):
@@ -184,18 +236,28 @@ class JacobianPart(Part):
         if req.gramian or req.jacobian:
             self.gramian = gramian_of(js)
 
-    def write(self, weights: Tensor | None, task_coeff: Tensor | None, *, retain_graph: bool) -> None:
+    def write(
+        self,
+        weights: Tensor | None,
+        task_coeff: Tensor | None,
+        *,
+        retain_graph: bool,
+        into: GradBuffer | None = None,
+    ) -> None:
+        sink = into or _DIRECT
         jac = self.full_jac
         if weights is not None:
-            accumulate_flat(self.req.shared, self.rows(weights).to(jac.dtype) @ jac[:, : self.n_shared])
+            sink.add_flat(self.req.shared, self.rows(weights).to(jac.dtype) @ jac[:, : self.n_shared])
         if task_coeff is not None and self.req.tasks:
             only = self.req.reached
-            accumulate_flat(
+            sink.add_flat(
                 self.req.tasks, self.rows(task_coeff).to(jac.dtype) @ jac[:, self.n_shared :], only=only
             )
 
-    def write_direction(self, direction: Tensor, *, retain_graph: bool) -> None:
-        accumulate_flat(self.req.shared, direction)
+    def write_direction(
+        self, direction: Tensor, *, retain_graph: bool, into: GradBuffer | None = None
+    ) -> None:
+        (into or _DIRECT).add_flat(self.req.shared, direction)
 
 
 class Strategy:
@@ -326,7 +388,7 @@ class LayerwisePart(Part):
         self.blocks = blocks
         self.gramian = gramian
 
-    def _rows_times(self, v: Tensor, params: slice, only: set[int] | None = None) -> None:
+    def _rows_times(self, v: Tensor, params: slice, sink: GradBuffer, only: set[int] | None = None) -> None:
         """Add ``vᵀ J`` to the ``.grad`` of the directly differentiated parameters in ``params``."""
         direct = self.direct[params]
         if not direct:
@@ -334,31 +396,33 @@ class LayerwisePart(Part):
         if self.jac is not None:
             start = sum(p.numel() for p in self.direct[: params.start])
             stop = start + sum(p.numel() for p in direct)
-            accumulate_flat(direct, v.to(self.jac.dtype) @ self.jac[:, start:stop], only=only)
+            sink.add_flat(direct, v.to(self.jac.dtype) @ self.jac[:, start:stop], only=only)
             return
         assert self.blocks is not None
         for p, b in zip(direct, self.blocks[params], strict=True):
             if only is None or id(p) in only:
-                _add_grad(p, (v.to(b.dtype) @ b).view_as(p))
+                sink.add(p, (v.to(b.dtype) @ b).view_as(p))
 
-    def write(self, weights: Tensor | None, task_coeff: Tensor | None, *, retain_graph: bool) -> None:
+    def write(
+        self,
+        weights: Tensor | None,
+        task_coeff: Tensor | None,
+        *,
+        retain_graph: bool,
+        into: GradBuffer | None = None,
+    ) -> None:
+        sink = into or _DIRECT
         ns = self.n_shared_direct
         with _no_autocast(self.req.losses.device):
             if weights is not None:
                 w = self.rows(weights)
-                self._rows_times(w, slice(0, ns))
+                self._rows_times(w, slice(0, ns), sink)
                 for layer, calls, deltas in zip(self.layers, self.calls, self.deltas, strict=True):
-                    layer.write(calls, deltas, w)
+                    layer.write(calls, deltas, w, sink.add)
             if task_coeff is not None and self.req.tasks:
-                self._rows_times(self.rows(task_coeff), slice(ns, len(self.direct)), only=self.req.reached)
-
-
-def _add_grad(p: Tensor, g: Tensor) -> None:
-    """Accumulate a freshly computed gradient into ``p.grad`` (as ``Tensor.backward`` does)."""
-    if p.grad is None:
-        p.grad = g.to(p.dtype)
-    else:
-        p.grad.add_(g)
+                self._rows_times(
+                    self.rows(task_coeff), slice(ns, len(self.direct)), sink, only=self.req.reached
+                )
 
 
 def _or_zeros(g: Tensor | None, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> Tensor:

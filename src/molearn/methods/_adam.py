@@ -13,6 +13,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ._base import state_tensor
+
 
 class Adam:
     """Adam (Kingma & Ba, 2015) with ``torch.optim.Adam`` semantics, including L2 ``weight_decay``."""
@@ -66,12 +68,24 @@ class Adam:
         assert self.m is not None and self.v is not None and self.t is not None
         return {"param": self.param.clone(), "m": self.m.clone(), "v": self.v.clone(), "t": self.t.clone()}
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
+    def load_state_dict(self, state: dict[str, Any], owner: str = "Adam") -> None:
+        """Restore :meth:`state_dict`: ``param``, ``m``, ``v`` 1-D floating tensors of one shape, ``v ≥ 0``,
+        ``t`` a non-negative count (an int in older checkpoints, or a 0-d tensor); nothing changes on
+        error."""
         if not state:
             self.param = self.m = self.v = self.t = None
             return
-        self.param = torch.as_tensor(state["param"]).to(torch.float64).clone()
-        self.m = torch.as_tensor(state["m"]).to(torch.float64).clone()
-        self.v = torch.as_tensor(state["v"]).to(torch.float64).clone()
-        # an int (older checkpoints) or a 0-d tensor
-        self.t = torch.as_tensor(state["t"], dtype=torch.float64).to(self.param.device).clone()
+        unknown = set(state) - {"param", "m", "v", "t"}
+        if unknown:
+            raise ValueError(f"{owner} got unknown state keys {sorted(unknown)}")
+        param, m, v = (state_tensor(owner, state, key, ndim=1) for key in ("param", "m", "v"))
+        t = state_tensor(owner, state, "t", integral=True)
+        if m.shape != param.shape or v.shape != param.shape:
+            shapes = [tuple(x.shape) for x in (param, m, v)]
+            raise ValueError(f"{owner} state: 'param', 'm' and 'v' must have one shape, got {shapes}")
+        if bool((v < 0).any()):  # sync: loading a state
+            raise ValueError(f"{owner} state 'v' (Adam's second moment) has negative entries")
+        self.param = param.detach().to(torch.float64).clone()
+        self.m = m.detach().to(torch.float64).clone()
+        self.v = v.detach().to(torch.float64).clone()
+        self.t = t.detach().to(dtype=torch.float64, device=self.param.device).reshape(()).clone()

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, TypeVar
 
@@ -27,6 +28,131 @@ def _without_grad(fn: _F) -> _F:
 
     wrapped._molearn_no_grad = True  # type: ignore[attr-defined]
     return wrapped  # type: ignore[return-value]
+
+
+def _validated_load(fn: _F) -> _F:
+    """``load_state_dict`` made safe: the state is checked first (:func:`check_state`: tensors and plain
+    data, nothing non-finite), and a load that fails half-way restores the previous state, so a bad file
+    never leaves a method half-loaded. Nested calls (a subclass calling ``super().load_state_dict``) run
+    unwrapped inside the outer one."""
+    if getattr(fn, "_molearn_validated", False):
+        return fn
+
+    @functools.wraps(fn)
+    def wrapped(self: Any, state: Any) -> None:
+        if self.__dict__.get("_molearn_loading", False):
+            fn(self, state)
+            return
+        owner = type(self).__name__
+        if not isinstance(state, Mapping):
+            raise TypeError(f"{owner}.load_state_dict expects a dict, got {type(state).__name__}")
+        check_state(owner, state)
+        before = self.state_dict()
+        self.__dict__["_molearn_loading"] = True
+        try:
+            fn(self, state)
+        except Exception:
+            try:
+                fn(self, before)
+            except Exception:  # the previous state cannot come back: at least not a half-loaded one
+                self.reset()
+            raise
+        finally:
+            self.__dict__["_molearn_loading"] = False
+
+    wrapped._molearn_validated = True  # type: ignore[attr-defined]
+    return wrapped  # type: ignore[return-value]
+
+
+_PLAIN = (bool, int, str, type(None))
+
+
+def check_state(owner: str, value: Any, path: str = "state") -> None:
+    """Raise unless ``value`` holds only tensors and plain data (dicts, lists, tuples, numbers, strings,
+    ``None``: what ``torch.load(weights_only=True)`` reads back) and no NaN/Inf: a method state loaded
+    from a file must not poison every later step."""
+    if isinstance(value, Tensor):
+        if (value.is_floating_point() or value.is_complex()) and not bool(
+            torch.isfinite(value).all()  # sync: once, when a state is loaded
+        ):
+            raise ValueError(f"{owner}: {path} holds NaN/Inf values")
+        return
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError(f"{owner}: {path} is {value}")
+        return
+    if isinstance(value, _PLAIN):
+        return
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            if not isinstance(key, (str, int)):
+                raise TypeError(f"{owner}: {path} has a key of type {type(key).__name__}")
+            check_state(owner, item, f"{path}[{key!r}]")
+        return
+    if isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            check_state(owner, item, f"{path}[{i}]")
+        return
+    raise TypeError(
+        f"{owner}: {path} is a {type(value).__name__}; a method state holds tensors and plain data only"
+    )
+
+
+def state_tensor(
+    owner: str, state: Mapping[str, Any], key: str, *, ndim: int | None = None, integral: bool = False
+) -> Tensor:
+    """``state[key]`` checked to be a tensor with ``ndim`` dimensions, floating-point (or, ``integral``,
+    a Python int or an integer/floating 0-d tensor holding a whole number: a step count); the error
+    names the method and the key."""
+    if key not in state:
+        raise ValueError(f"{owner} state misses {key!r} (it has {sorted(map(str, state))})")
+    value = state[key]
+    if integral and isinstance(value, int) and not isinstance(value, bool):
+        value = torch.tensor(float(value), dtype=torch.float64)  # sync: loading a state
+    if not isinstance(value, Tensor):
+        raise TypeError(f"{owner} state {key!r}: expected a tensor, got {type(value).__name__}")
+    if not (value.is_floating_point() or (integral and not value.is_complex() and value.dtype != torch.bool)):
+        raise TypeError(f"{owner} state {key!r}: expected a floating-point tensor, got {value.dtype}")
+    if ndim is not None and value.dim() != ndim:
+        raise ValueError(
+            f"{owner} state {key!r}: expected {ndim} dimension(s), got shape {tuple(value.shape)}"
+        )
+    if integral and (value.numel() != 1 or value.reshape(()).item() < 0):  # sync: loading a state
+        raise ValueError(f"{owner} state {key!r}: expected a non-negative count, got {value}")
+    return value
+
+
+def state_vector(owner: str, state: Mapping[str, Any], key: str, *, ndim: int = 1) -> Tensor | None:
+    """An optional per-objective entry of a state: ``None`` when absent or ``None``, else a floating tensor
+    with ``ndim`` dimensions (a list of numbers from an older checkpoint is converted)."""
+    value = state.get(key)
+    if value is None:
+        return None
+    if isinstance(value, (list, tuple)):
+        try:
+            value = torch.tensor(value, dtype=torch.float64)  # sync: loading a state
+        except (TypeError, ValueError) as err:
+            raise TypeError(f"{owner} state {key!r}: expected numbers, got {value!r:.80}") from err
+    return state_tensor(owner, {key: value}, key, ndim=ndim)
+
+
+def state_count(owner: str, state: Mapping[str, Any], key: str, default: int = 0) -> int:
+    """A non-negative integer entry of a state (a Python int, or a 0-d tensor holding one)."""
+    value = state.get(key, default)
+    if isinstance(value, Tensor) and value.numel() == 1 and not value.is_complex():
+        number = value.reshape(()).item()  # sync: loading a state
+        value = int(number) if float(number).is_integer() else number  # sync: loading a state
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise ValueError(f"{owner} state {key!r}: expected a non-negative int, got {value!r}")
+    return value
+
+
+def check_lengths(owner: str, **lengths: int | None) -> None:
+    """The state's per-objective entries agree on K (``None``: absent)."""
+    known = {k: v for k, v in lengths.items() if v is not None}
+    if len(set(known.values())) > 1:
+        sizes = ", ".join(f"{k}: {v}" for k, v in known.items())
+        raise ValueError(f"{owner} state disagrees on the number of objectives ({sizes})")
 
 
 @dataclass(frozen=True)
@@ -105,14 +231,20 @@ class Method:
     A subclass sets ``needs`` and implements :meth:`combine`, which always runs under
     ``torch.no_grad()`` (the base class wraps every override: its outputs never require grad, whatever
     the inputs). Stateful methods override
-    :meth:`state_dict`, :meth:`load_state_dict` and :meth:`reset`. ``task_grad`` is the convention the
+    :meth:`state_dict` (returning copies: the Balancer keeps one to restore the state when its finite
+    check rejects a step), :meth:`load_state_dict` (wrapped by the base class: the state is checked for
+    tensors and plain data without NaN/Inf, and a failed load leaves the previous state) and
+    :meth:`reset`. ``task_grad`` is the convention the
     official code uses for task-specific parameters: ``"own"`` (each head gets ``∇L_i``, as in the
     Nash-MTL/FairGrad/LibMTL gradient methods) or ``"weighted"`` (``∇ w_i L_i``, as in loss-weighting
     methods that back-propagate ``Σ w_i L_i``). :class:`molearn.Balancer` lets the user override it.
+    ``loop_only`` is empty, or says what the method needs from the user's own training loop that a
+    loss function of a batch alone cannot give (``molearn compare`` refuses it with that reason).
     """
 
     needs: ClassVar[Needs] = Needs()
     task_grad: ClassVar[TaskGrad] = "own"
+    loop_only: ClassVar[str] = ""
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -120,6 +252,9 @@ class Method:
         for name in ("combine", "after_step"):
             if name in cls.__dict__:
                 setattr(cls, name, _without_grad(cls.__dict__[name]))
+        # every override of load_state_dict checks the state and is all-or-nothing (see _validated_load)
+        if "load_state_dict" in cls.__dict__:
+            cls.load_state_dict = _validated_load(cls.__dict__["load_state_dict"])  # type: ignore[method-assign]
 
     def combine(self, inputs: Inputs) -> Output:
         raise NotImplementedError

@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from ..solvers.consts import device_scalar
-from ._base import Inputs, Method, Needs, Output, check_jacobian
+from ._base import Inputs, Method, Needs, Output, check_jacobian, state_tensor
 
 _LOG_EPS = 1e-8  # LibMTL differentiates log(L_i + 1e-8)
 
@@ -81,8 +81,13 @@ class DBMTL(Method):
         if not state:
             self.reset()
             return
-        self._buffer = state["buffer"].detach().clone()
-        self._step = torch.as_tensor(state["step"], dtype=torch.float64).clone()  # an int or a 0-d tensor
+        unknown = set(state) - {"buffer", "step"}
+        if unknown:
+            raise ValueError(f"DBMTL got unknown state keys {sorted(unknown)}")
+        buffer = state_tensor("DBMTL", state, "buffer", ndim=2)
+        step = state_tensor("DBMTL", state, "step", integral=True)  # an int or a 0-d tensor
+        self._buffer = buffer.detach().clone()
+        self._step = step.detach().to(torch.float64).reshape(()).clone()
 
     def reset(self) -> None:
         self._buffer = None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ..solvers import KKT_TOL, status_from_residual
 from ._base import Inputs, Output
 from ._upgrad import _DualConeMethod
 
@@ -23,4 +24,5 @@ class DualProj(_DualConeMethod):
 
     def combine(self, inputs: Inputs) -> Output:
         v, res = self._project(inputs, rows=False)
-        return Output(weights=v.to(inputs.losses.dtype), info={"residual": res})
+        info = {"residual": res, "status": status_from_residual(res, KKT_TOL)}
+        return Output(weights=v.to(inputs.losses.dtype), info=info)

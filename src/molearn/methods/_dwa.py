@@ -7,7 +7,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from ._base import Inputs, Method, Needs, Output, TaskGrad
+from ._base import Inputs, Method, Needs, Output, TaskGrad, check_lengths, state_count, state_vector
 
 
 def check_period(period: int | None) -> int | None:
@@ -100,6 +100,19 @@ class DWA(Method):
         unknown = set(state) - {"sum", "count", "history"}
         if unknown:
             raise ValueError(f"DWA got unknown state keys {sorted(unknown)}")
-        self._sum = None if state.get("sum") is None else torch.as_tensor(state["sum"]).clone()
-        self._count = int(state.get("count", 0))
-        self._history = [torch.as_tensor(h).clone() for h in state.get("history", [])][-2:]
+        total = state_vector("DWA", state, "sum")
+        count = state_count("DWA", state, "count")
+        history = state.get("history") or []
+        if not isinstance(history, (list, tuple)):
+            raise TypeError(f"DWA state 'history': expected a list, got {type(history).__name__}")
+        past = [state_vector("DWA", {"history": h}, "history") for h in history][-2:]
+        check_lengths(
+            "DWA",
+            sum=None if total is None else total.shape[0],
+            **{f"history[{i}]": None if h is None else h.shape[0] for i, h in enumerate(past)},
+        )
+        if (total is None) != (count == 0):
+            raise ValueError(f"DWA state: 'sum' and 'count' disagree (count {count}, sum {total})")
+        self._sum = None if total is None else total.detach().clone()
+        self._count = count
+        self._history = [h.detach().clone() for h in past if h is not None]

@@ -8,7 +8,17 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from ._base import Inputs, Method, Needs, Output, TaskGrad, check_jacobian
+from ._base import (
+    Inputs,
+    Method,
+    Needs,
+    Output,
+    TaskGrad,
+    check_jacobian,
+    check_lengths,
+    state_tensor,
+    state_vector,
+)
 
 _ADAGRAD_EPS = 1e-7  # official code: h_i = sqrt(Σ_t g_i(t)² + 1e-7)
 
@@ -100,10 +110,24 @@ class ExcessMTL(Method):
         self.reset()
         if not state:
             return
-        self._sq_sum = state["sq_grad_sum"].detach().clone()
-        self._log_w = state["log_weights"].detach().clone().to(torch.float64)
-        if "baseline" in state:
-            self._baseline = state["baseline"].detach().clone().to(torch.float64)
+        unknown = set(state) - {"sq_grad_sum", "log_weights", "baseline"}
+        if unknown:
+            raise ValueError(f"ExcessMTL got unknown state keys {sorted(unknown)}")
+        sq_sum = state_tensor("ExcessMTL", state, "sq_grad_sum", ndim=2)
+        log_w = state_tensor("ExcessMTL", state, "log_weights", ndim=1)
+        baseline = state_vector("ExcessMTL", state, "baseline")
+        check_lengths(
+            "ExcessMTL",
+            sq_grad_sum=sq_sum.shape[0],
+            log_weights=log_w.shape[0],
+            baseline=None if baseline is None else baseline.shape[0],
+        )
+        if bool((sq_sum < 0).any()):  # sync: loading a state
+            raise ValueError("ExcessMTL state 'sq_grad_sum' has negative entries")
+        self._sq_sum = sq_sum.detach().clone()
+        self._log_w = log_w.detach().clone().to(torch.float64)
+        if baseline is not None:
+            self._baseline = baseline.detach().clone().to(torch.float64)
 
     def reset(self) -> None:
         self._sq_sum = None

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from typing import ClassVar, Literal
 
-from ..solvers import alpha_fair_residual, alpha_fair_sgd, alpha_fair_with_residual
+from ..solvers import alpha_fair_residual, alpha_fair_sgd, alpha_fair_with_status, status_from_residual
 from ._base import Inputs, Method, Needs, Output, check_gramian
+
+# the relative residual below which the SGD solver's best iterate counts as a solution (as the Newton one)
+_SGD_TOL = 1e-3
 
 
 class FairGrad(Method):
@@ -17,8 +20,11 @@ class FairGrad(Method):
     i.e. the per-task improvements :math:`g_i^\top d = w_i^{-1/\alpha}` are α-fair. α → 0: linear
     scalarisation; α = 1: proportional fairness (Nash-MTL, see :class:`NashMTL`); α = 2: minimum
     potential delay; α → ∞: max-min fairness. Solved by :func:`molearn.solvers.alpha_fair` (damped
-    Newton, fixed ``iters``; ``info["residual"]`` is the relative residual) instead of the official
-    ``scipy.optimize.least_squares`` (same root where one exists; see the solver for the degenerate cases).
+    Newton, fixed ``iters``) instead of the official ``scipy.optimize.least_squares`` (same root where one
+    exists; see the solver for the degenerate cases). ``info["residual"]`` is the relative residual and
+    ``info["status"]`` says whether the weights solve the system (:mod:`molearn.solvers` ``CONVERGED``) or
+    are the fallback ``w = 0`` because the iterations ran out (``ITERATION_LIMIT``) or no solution exists
+    (``INFEASIBLE``).
 
     ``w`` is not normalised: ``w(sG) = s^{-α/(α+1)} w(G)``; K = 1 gives ``d = g/‖g‖^{2α/(α+1)}`` (a positive
     multiple of ``g``). Zero gradients get weight 0 (so all-zero gradients give ``d = 0``).
@@ -61,8 +67,9 @@ class FairGrad(Method):
         if self.solver == "sgd":
             w = alpha_fair_sgd(g, self.alpha)
             res = alpha_fair_residual(g, w, self.alpha)
+            status = status_from_residual(res, _SGD_TOL)
         else:
-            w, res = alpha_fair_with_residual(g, self.alpha, iters=self.iters)
+            w, res, status = alpha_fair_with_status(g, self.alpha, iters=self.iters)
         scale = float(inputs.num_objectives) if self.scale == "K" else float(self.scale)
-        info = {"residual": res}
+        info = {"residual": res, "status": status}
         return Output(weights=(w * scale).to(inputs.losses.dtype), info=info)

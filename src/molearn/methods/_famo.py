@@ -128,4 +128,4 @@ class FAMO(Method):
         unknown = set(state) - {"param", "m", "v", "t"}
         if unknown:
             raise ValueError(f"FAMO got unknown state keys {sorted(unknown)}")
-        self._adam.load_state_dict(state)
+        self._adam.load_state_dict(state, owner="FAMO")

@@ -8,7 +8,17 @@ import torch
 from torch import Tensor
 
 from ._adam import Adam
-from ._base import Inputs, Method, Needs, Output, TaskGrad, check_gramian
+from ._base import (
+    Inputs,
+    Method,
+    Needs,
+    Output,
+    TaskGrad,
+    check_gramian,
+    check_lengths,
+    state_count,
+    state_tensor,
+)
 
 
 class GradNorm(Method):
@@ -101,9 +111,20 @@ class GradNorm(Method):
         self.reset()
         if not state:
             return
-        self._adam.load_state_dict(state["adam"])
-        self._loss_sum = state["loss_sum"].detach().clone().to(torch.float64)
-        self._seen = int(state["seen"])
+        unknown = set(state) - {"adam", "loss_sum", "seen"}
+        if unknown:
+            raise ValueError(f"GradNorm got unknown state keys {sorted(unknown)}")
+        adam = state.get("adam")
+        if not isinstance(adam, dict):
+            raise TypeError(f"GradNorm state 'adam': expected a dict, got {type(adam).__name__}")
+        loss_sum = state_tensor("GradNorm", state, "loss_sum", ndim=1)
+        self._adam.load_state_dict(adam, owner="GradNorm")
+        logits = self._adam.param
+        check_lengths(
+            "GradNorm", logits=None if logits is None else logits.shape[0], loss_sum=loss_sum.shape[0]
+        )
+        self._loss_sum = loss_sum.detach().clone().to(torch.float64)
+        self._seen = state_count("GradNorm", state, "seen")
 
     @property
     def logits(self) -> Tensor | None:

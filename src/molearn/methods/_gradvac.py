@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from ..solvers import gradvac_weights, random_orders
-from ._base import Inputs, Method, Needs, Output, check_gramian
+from ._base import Inputs, Method, Needs, Output, check_gramian, state_vector
 
 
 class GradVac(Method):
@@ -75,7 +75,9 @@ class GradVac(Method):
         unknown = set(state) - {"targets"}
         if unknown:
             raise ValueError(f"GradVac got unknown state keys {sorted(unknown)}")
-        targets = state.get("targets")
+        targets = state_vector("GradVac", state, "targets", ndim=2)
+        if targets is not None and targets.shape[0] != targets.shape[1]:
+            raise ValueError(f"GradVac state 'targets': expected a K×K matrix, got {tuple(targets.shape)}")
         self._targets = None if targets is None else targets.detach().to(torch.float64).clone()
 
     def reset(self) -> None:

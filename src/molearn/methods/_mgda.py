@@ -6,7 +6,7 @@ from typing import ClassVar, Literal
 
 import torch
 
-from ..solvers import kkt_residual_min_norm, min_norm, min_norm_frank_wolfe
+from ..solvers import KKT_TOL, kkt_residual_min_norm, min_norm, min_norm_frank_wolfe, status_from_residual
 from ._base import Inputs, Method, Needs, Output, check_gramian
 
 Normalization = Literal["none", "l2", "loss", "loss+"]
@@ -61,7 +61,8 @@ class MGDA(Method):
         n = torch.where(n.abs() > tiny, n, 1.0)
         gn = g / torch.outer(n, n)
         w_hull = min_norm(gn) if self.solver == "exact" else min_norm_frank_wolfe(gn)
-        info = {"residual": kkt_residual_min_norm(gn, w_hull)}
+        res = kkt_residual_min_norm(gn, w_hull)
+        info = {"residual": res, "status": status_from_residual(res, KKT_TOL)}
         w = w_hull / n
         k = inputs.num_objectives
         scale = float(k) if self.scale == "K" else float(self.scale)

@@ -9,7 +9,7 @@ from torch import Tensor
 
 from ..solvers import project_simplex
 from ..solvers.consts import device_scalar
-from ._base import Inputs, Method, Needs, Output, check_jacobian
+from ._base import Inputs, Method, Needs, Output, check_jacobian, check_lengths, state_tensor
 
 Variant = Literal["libmtl", "tradeoff", "tracking", "cagrad"]
 Normalization = Literal["none", "l2", "loss", "loss+"]
@@ -208,9 +208,13 @@ class MoCo(Method):
             return
         if not {"y", "lambd", "step"} <= set(state):
             raise ValueError("MoCo state needs 'y', 'lambd' and 'step'")
-        self._y = state["y"].detach().clone()
-        self._lambd = state["lambd"].detach().to(torch.float64).clone()
-        self._step = torch.as_tensor(state["step"], dtype=torch.float64).clone()  # an int or a 0-d tensor
+        y = state_tensor("MoCo", state, "y", ndim=2)
+        lambd = state_tensor("MoCo", state, "lambd", ndim=1)
+        step = state_tensor("MoCo", state, "step", integral=True)  # an int or a 0-d tensor
+        check_lengths("MoCo", y=y.shape[0], lambd=lambd.shape[0])
+        self._y = y.detach().clone()
+        self._lambd = lambd.detach().to(torch.float64).clone()
+        self._step = step.detach().to(torch.float64).reshape(()).clone()
 
     def reset(self) -> None:
         self._y = None

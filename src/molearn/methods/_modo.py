@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from ..solvers import project_simplex
-from ._base import Inputs, Method, Needs, Output, check_jacobian
+from ._base import Inputs, Method, Needs, Output, check_jacobian, state_tensor
 
 Variant = Literal["three", "two"]
 
@@ -106,7 +106,7 @@ class MoDo(Method):
         if not state:
             self.reset()
             return
-        self._lambd = state["lambd"].detach().to(torch.float64).clone()
+        self._lambd = state_tensor("MoDo", state, "lambd", ndim=1).detach().to(torch.float64).clone()
 
     def reset(self) -> None:
         self._lambd = None

@@ -7,8 +7,8 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from ..solvers import alpha_fair_with_residual
-from ._base import Inputs, Method, Needs, Output, check_gramian
+from ..solvers import CONVERGED, ITERATION_LIMIT, alpha_fair_with_status
+from ._base import Inputs, Method, Needs, Output, check_gramian, state_count, state_vector
 
 
 class NashMTL(Method):
@@ -22,7 +22,9 @@ class NashMTL(Method):
     norm for conditioning, warm-started from the previous α, stopping at its own tolerances); molearn
     solves the same system as FairGrad's α-fair system with α = 1 (:func:`molearn.solvers.alpha_fair`,
     ``optim_niter`` damped Newton steps, sync-free; the Frobenius normalisation is implicit since the
-    solver is scale-equivariant). ``info["residual"]`` is the relative residual of the system.
+    solver is scale-equivariant). ``info["residual"]`` is the relative residual of the system and
+    ``info["status"]`` whether α solves it (:mod:`molearn.solvers` ``CONVERGED``) or is the documented
+    fallback α = 0 (``ITERATION_LIMIT``, or ``INFEASIBLE`` when no direction improves every task).
 
     ``update_weights_every = n`` recomputes α every n-th call and reuses the previous α in between
     (state: ``step``, ``alpha``). ``max_norm`` (default ``None``, off): rescale α so that
@@ -53,41 +55,65 @@ class NashMTL(Method):
         self._step = 0
         self._alpha: Tensor | None = None
         self._residual: Tensor | None = None
+        self._status: Tensor | None = None
 
     def combine(self, inputs: Inputs) -> Output:
         g = check_gramian(inputs.gramian, "NashMTL").to(torch.float64)
         k = inputs.num_objectives
         stale = self._alpha is None or self._alpha.shape != (k,) or self._alpha.device != g.device
         if stale or self._step % self.update_weights_every == 0:
-            alpha, residual = alpha_fair_with_residual(g, 1.0, iters=self.optim_niter)
-            if stale or self._alpha is None or self._residual is None:
-                self._alpha, self._residual = alpha, residual
+            alpha, residual, status = alpha_fair_with_status(g, 1.0, iters=self.optim_niter)
+            if stale or self._alpha is None or self._residual is None or self._status is None:
+                self._alpha, self._residual, self._status = alpha, residual, status
             else:  # in place: the state tensors stay the same objects (CUDA-graph friendly)
                 self._alpha.copy_(alpha)
                 self._residual.copy_(residual)
+                self._status.copy_(status)
         self._step += 1
-        assert self._alpha is not None and self._residual is not None
+        assert self._alpha is not None and self._residual is not None and self._status is not None
         alpha = self._alpha
         if self.max_norm is not None:
             norm = (alpha @ g @ alpha).clamp_min(0).sqrt()
             alpha = alpha * (self.max_norm / norm.clamp_min(self.max_norm))
         # copies: the state is updated in place by the next call
-        return Output(
-            weights=alpha.to(inputs.losses.dtype, copy=True), info={"residual": self._residual.clone()}
-        )
+        info = {"residual": self._residual.clone(), "status": self._status.clone()}
+        return Output(weights=alpha.to(inputs.losses.dtype, copy=True), info=info)
 
     def state_dict(self) -> dict[str, Any]:
         return {
             "step": self._step,
             "alpha": None if self._alpha is None else self._alpha.clone(),
             "residual": None if self._residual is None else self._residual.clone(),
+            "status": None if self._status is None else self._status.clone(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        unknown = set(state) - {"step", "alpha", "residual"}
+        unknown = set(state) - {"step", "alpha", "residual", "status"}
         if unknown:
             raise ValueError(f"NashMTL got unknown state keys {sorted(unknown)}")
-        self._step = int(state.get("step", 0))
-        alpha, residual = state.get("alpha"), state.get("residual")
-        self._alpha = None if alpha is None else torch.as_tensor(alpha, dtype=torch.float64).clone()
-        self._residual = None if residual is None else torch.as_tensor(residual, dtype=torch.float64).clone()
+        step = state_count("NashMTL", state, "step")
+        alpha, residual = (
+            state_vector("NashMTL", state, "alpha"),
+            state_vector("NashMTL", state, "residual", ndim=0),
+        )
+        if (alpha is None) != (residual is None):
+            raise ValueError("NashMTL state: 'alpha' and 'residual' come together")
+        if alpha is not None and bool((alpha < 0).any()):  # sync: loading a state
+            raise ValueError("NashMTL state 'alpha' has negative entries")
+        self._step = step
+        self._alpha = None if alpha is None else alpha.detach().to(torch.float64).clone()
+        self._residual = None if residual is None else residual.detach().to(torch.float64).clone()
+        self._status = _loaded_status(state.get("status"), self._residual)
+
+
+def _loaded_status(status: Any, residual: Tensor | None) -> Tensor | None:
+    """The stored status; older states have none: converged if α solved the system, else an iteration
+    limit (the fallback of an older version, whose residual was stored as 0, counts as converged)."""
+    if residual is None:
+        return None
+    if status is None:
+        return torch.where(residual <= 1e-3, CONVERGED, ITERATION_LIMIT).to(residual.device)
+    value = torch.as_tensor(status)  # sync: loading a state
+    if value.dim() != 0 or value.is_floating_point() or not 0 <= int(value) <= 2:  # sync: loading a state
+        raise ValueError(f"NashMTL state 'status': expected a solver status code, got {status!r}")
+    return value.to(device=residual.device, dtype=torch.int64).clone()

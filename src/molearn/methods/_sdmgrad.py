@@ -7,9 +7,9 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
-from ..solvers import kkt_residual_min_norm, min_norm, project_simplex
+from ..solvers import KKT_TOL, kkt_residual_min_norm, min_norm, project_simplex, status_from_residual
 from ..solvers.linalg import eigh
-from ._base import Inputs, Method, Needs, Output, check_gramian, check_jacobian
+from ._base import Inputs, Method, Needs, Output, check_gramian, check_jacobian, state_tensor
 
 Solver = Literal["official", "exact"]
 
@@ -208,7 +208,8 @@ class SDMGrad(Method):
                     self._w.copy_(w)  # in place (CUDA-graph friendly)
                 else:
                     self._w = w.clone()
-        info = {"w": w, "residual": kkt_residual_min_norm(_direction_gramian(sym, self.lamda), w)}
+        res = kkt_residual_min_norm(_direction_gramian(sym, self.lamda), w)
+        info = {"w": w, "residual": res, "status": status_from_residual(res, KKT_TOL)}
         scale = float(k) if self.scale == "K" else float(self.scale)
         v = (w + self.lamda / m) * (scale / (1.0 + self.lamda))
         if inputs.selected is not None:
@@ -226,7 +227,7 @@ class SDMGrad(Method):
         if not state:
             self._w = None
             return
-        self._w = state["w"].detach().to(torch.float64).clone()
+        self._w = state_tensor(type(self).__name__, state, "w", ndim=1).detach().to(torch.float64).clone()
 
     def reset(self) -> None:
         self._w = None

@@ -8,7 +8,7 @@ from typing import Any, ClassVar, Literal
 import torch
 from torch import Tensor
 
-from ._base import Inputs, Method, Needs, Output, TaskGrad
+from ._base import Inputs, Method, Needs, Output, TaskGrad, check_lengths, state_count, state_vector
 from ._dwa import check_period
 
 Variant = Literal["mtl", "plain"]
@@ -163,7 +163,13 @@ class STCH(Method):
         unknown = set(state) - {"periods", "count", "sum", "nadir"}
         if unknown:
             raise ValueError(f"STCH got unknown state keys {sorted(unknown)}")
-        self._periods = int(state.get("periods", 0))
-        self._count = int(state.get("count", 0))
-        self._sum = _loaded(state.get("sum"))
-        self._nadir = _loaded(state.get("nadir"))
+        total, nadir = state_vector("STCH", state, "sum"), state_vector("STCH", state, "nadir")
+        check_lengths(
+            "STCH",
+            sum=None if total is None else total.shape[0],
+            nadir=None if nadir is None else nadir.shape[0],
+        )
+        self._periods = state_count("STCH", state, "periods")
+        self._count = state_count("STCH", state, "count")
+        self._sum = _loaded(total)
+        self._nadir = _loaded(nadir)

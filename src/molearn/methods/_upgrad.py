@@ -7,7 +7,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
-from ..solvers import DualConeSolver, project_dual_cone_residual
+from ..solvers import KKT_TOL, DualConeSolver, project_dual_cone_residual, status_from_residual
 from ..solvers.consts import eye, scaled_eye, scaled_ones
 from ._base import Inputs, Method, Needs, Output, check_gramian
 
@@ -102,4 +102,6 @@ class UPGrad(_DualConeMethod):
 
     def combine(self, inputs: Inputs) -> Output:
         v, res = self._project(inputs, rows=True)
-        return Output(weights=v.sum(0).to(inputs.losses.dtype), info={"residual": res.amax()})
+        worst = res.amax()
+        info = {"residual": worst, "status": status_from_residual(worst, KKT_TOL)}
+        return Output(weights=v.sum(0).to(inputs.losses.dtype), info=info)

@@ -66,7 +66,7 @@ class _LearnedLogScale(Method):
         return self._adam.state_dict()
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self._adam.load_state_dict(state)
+        self._adam.load_state_dict(state, owner=type(self).__name__)
 
     def reset(self) -> None:
         self._adam = Adam(self.lr, self.betas, self.eps)

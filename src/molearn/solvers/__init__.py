@@ -3,7 +3,13 @@
 Two public submodules serve the methods as well: :mod:`.consts` (small constants created once per device) and
 :mod:`.linalg` (eigen-decomposition and square solves without a host check off the CPU)."""
 
-from ._alpha_fair import alpha_fair, alpha_fair_residual, alpha_fair_sgd, alpha_fair_with_residual
+from ._alpha_fair import (
+    alpha_fair,
+    alpha_fair_residual,
+    alpha_fair_sgd,
+    alpha_fair_with_residual,
+    alpha_fair_with_status,
+)
 from ._cagrad import cagrad_dual, cagrad_weights
 from ._closed_form import (
     AlignedScale,
@@ -18,8 +24,22 @@ from ._closed_form import (
 from ._dual_cone import DualConeSolver, kkt_residual_dual_cone, project_dual_cone, project_dual_cone_residual
 from ._min_norm import kkt_residual_min_norm, min_norm, min_norm_frank_wolfe
 from ._simplex import project_simplex
+from ._status import (
+    CONVERGED,
+    INFEASIBLE,
+    ITERATION_LIMIT,
+    KKT_TOL,
+    STATUS_NAMES,
+    status_from_residual,
+    status_name,
+)
 
 __all__ = [
+    "CONVERGED",
+    "INFEASIBLE",
+    "ITERATION_LIMIT",
+    "KKT_TOL",
+    "STATUS_NAMES",
     "AlignedScale",
     "DualConeSolver",
     "aligned_mtl_weights",
@@ -27,6 +47,7 @@ __all__ = [
     "alpha_fair_residual",
     "alpha_fair_sgd",
     "alpha_fair_with_residual",
+    "alpha_fair_with_status",
     "cagrad_dual",
     "cagrad_weights",
     "config_weights",
@@ -42,4 +63,6 @@ __all__ = [
     "project_simplex",
     "psd_pinv",
     "random_orders",
+    "status_from_residual",
+    "status_name",
 ]

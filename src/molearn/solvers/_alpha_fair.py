@@ -7,6 +7,7 @@ from functools import lru_cache
 import torch
 from torch import Tensor
 
+from ._status import CONVERGED, INFEASIBLE, ITERATION_LIMIT
 from .consts import eye
 
 # Gradients whose squared norm is below this fraction of the largest one are treated as exactly zero.
@@ -16,6 +17,9 @@ _STEP_UP = 2.0
 _STEP_DOWN = 10.0
 # Ridge of the Newton matrix only (not of the system): keeps the linear solve non-singular.
 _NEWTON_RIDGE = 1e-12
+# A fallback counts as solvable (iteration limit) when the iterate's direction improves every task by
+# more than this fraction of its length: a certificate that a positive solution exists (Gordan).
+_IMPROVES = 1e-9
 
 
 def alpha_fair(gramian: Tensor, alpha: float, *, iters: int = 12, fallback_tol: float = 1e-3) -> Tensor:
@@ -76,8 +80,27 @@ def _start_exponents(alpha: float, device: torch.device) -> Tensor:
 def alpha_fair_with_residual(
     gramian: Tensor, alpha: float, *, iters: int = 12, fallback_tol: float = 1e-3
 ) -> tuple[Tensor, Tensor]:
-    """:func:`alpha_fair` and the relative residual of its answer (as :func:`alpha_fair_residual`, 0 for
-    the fallback ``w = 0``), computed from the last Newton iterate at little extra cost."""
+    """:func:`alpha_fair` and the relative residual of its last Newton iterate (as
+    :func:`alpha_fair_residual`). For the fallback ``w = 0`` this is the residual the iterate reached
+    before it was abandoned (above ``fallback_tol``; ``inf`` for an all-zero Gramian), never 0: use
+    :func:`alpha_fair_with_status` to tell a fallback from a solution without reading values."""
+    w, res, _ = alpha_fair_with_status(gramian, alpha, iters=iters, fallback_tol=fallback_tol)
+    return w, res
+
+
+def alpha_fair_with_status(
+    gramian: Tensor, alpha: float, *, iters: int = 12, fallback_tol: float = 1e-3
+) -> tuple[Tensor, Tensor, Tensor]:
+    """:func:`alpha_fair_with_residual` plus a status code (:mod:`molearn.solvers` ``CONVERGED``,
+    ``ITERATION_LIMIT``, ``INFEASIBLE``), batched, no host sync.
+
+    ``CONVERGED``: the weights solve the system to ``fallback_tol``. Otherwise ``w = 0`` is returned and
+    the status says why: ``ITERATION_LIMIT`` when the last iterate proves that a positive solution
+    exists (its direction ``Σ v_i g_i/‖g_i‖`` improves every task: a solvable but hard problem, raise
+    ``iters``), ``INFEASIBLE`` when it does not, which is certain when no improving direction exists
+    (Pareto-stationary gradients, e.g. opposite ones: Gordan's theorem) and for an all-zero Gramian; a
+    feasible problem whose iterate is still far from the solution can land here too.
+    """
     if not alpha > 0:
         raise ValueError(f"alpha must be positive, got {alpha}")
     g = gramian.to(torch.float64)
@@ -126,9 +149,19 @@ def alpha_fair_with_residual(
     res = torch.nan_to_num(num / den, nan=torch.inf)
     w = torch.nan_to_num(torch.where(mask, sig * v, 0.0), nan=0.0, posinf=0.0)
     ok = res <= fallback_tol
-    # the fallback w = 0 and the all-zero Gramian (w = 0, nothing to solve) have residual 0
-    res = torch.where(ok & mask.any(-1, keepdim=True), res, 0.0)
-    return torch.where(ok, w, 0.0), res.squeeze(-1)
+    # feasibility certificate: a direction d = Σ u_i g_i/|g_i| (u ≥ 0) that improves every non-zero task,
+    # (C u)_i > 0, proves that a positive solution exists (Gordan's theorem: none can when it does not).
+    # Candidates: the iterate v, its square root (closer to the start when Newton overshoots) and 1.
+    vm = torch.where(mask, v, 0.0)
+    cands = torch.stack([vm, vm.sqrt(), mask.to(vm.dtype)], dim=-2)  # (..., 3, K)
+    gains = cands @ corr
+    margin = torch.where(mask.unsqueeze(-2), gains, torch.inf).amin(-1)
+    none = ~mask.any(-1, keepdim=True)  # all-zero Gramian: nothing to solve, no solution
+    solvable = (margin > _IMPROVES * cands.norm(dim=-1)).any(-1, keepdim=True)  # False for NaN too
+    infeasible = none | ~solvable
+    res = torch.where(none, torch.inf, res)
+    status = torch.where(ok & ~none, CONVERGED, torch.where(infeasible, INFEASIBLE, ITERATION_LIMIT))
+    return torch.where(ok & ~none, w, 0.0), res.squeeze(-1), status.squeeze(-1)
 
 
 def alpha_fair_residual(gramian: Tensor, weights: Tensor, alpha: float) -> Tensor:

@@ -132,9 +132,7 @@ def _min_norm_2(v11: Tensor, v12: Tensor, v22: Tensor) -> tuple[Tensor, Tensor]:
     return gamma, cost
 
 
-def min_norm_frank_wolfe(
-    gramian: Tensor, *, max_iter: int = 250, stop_crit: float = 1e-5
-) -> Tensor:
+def min_norm_frank_wolfe(gramian: Tensor, *, max_iter: int = 250, stop_crit: float = 1e-5) -> Tensor:
     """The official MGDA solver (Sener & Koltun 2018, ``MinNormSolver.find_min_norm_element_FW``).
 
     Starts from the best pair (closed form for every pair; for K = 2 that is the answer), then runs

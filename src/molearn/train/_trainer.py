@@ -13,6 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from .._balancer import Balancer, Mode, NonFiniteLossError, StepInfo
+from ..engine import all_finite
 from ..methods import Method, get
 from . import _checkpoint as ckpt
 from ._data import BatchStream
@@ -21,9 +22,38 @@ from ._log import TB_HINT, CsvLog, Progress, TensorBoardLog, format_eta
 __all__ = ["Trainer"]
 
 FORMAT = 1
+#: the keys every checkpoint of this format holds (a file without them is refused, naming it)
+REQUIRED = (
+    "format",
+    "seed",
+    "global_step",
+    "epoch",
+    "position",
+    "model",
+    "optimizer",
+    "scheduler",
+    "balancer",
+    "method_generators",
+    "rng",
+    "acc",
+    "history",
+    "elapsed",
+    "logs",
+)
 LossFn = Callable[[nn.Module, Any], "Tensor | Sequence[Tensor]"]
 MetricsFn = Callable[[nn.Module, Any], Mapping[str, Any]]
 EvalFn = Callable[[nn.Module], Mapping[str, Any]]
+
+
+def _tensors(obj: Any) -> list[Tensor]:
+    """The tensors inside nested dicts/lists/tuples."""
+    if isinstance(obj, Tensor):
+        return [obj]
+    if isinstance(obj, Mapping):
+        return [t for v in obj.values() for t in _tensors(v)]
+    if isinstance(obj, (list, tuple)):
+        return [t for v in obj for t in _tensors(v)]
+    return []
 
 
 def _scalar(value: Any) -> float:
@@ -65,13 +95,24 @@ class Trainer:
         metrics_fn: ``metrics_fn(model, batch) -> {name: value}`` on the step's last batch, logged with
             the step (under ``torch.no_grad``; an extra forward pass per step).
         objective_names: names of the K objectives for the log columns (default ``0..K-1``).
-        mode, on_nonfinite: passed to :class:`~molearn.Balancer`.
+        mode: passed to :class:`~molearn.Balancer`.
+        on_nonfinite: what a non-finite step does (the Balancer's finite check: losses, per-objective
+            gradients, the method's weights, the update): ``"raise"`` stops the run with a
+            :class:`~molearn.NonFiniteLossError` naming the step, the objective and the stage;
+            ``"skip"`` drops the step (no update, no optimiser step) and goes on: its row in
+            ``steps.csv`` has ``skipped = 1`` and the reason in ``nonfinite``, and the epoch's mean
+            losses leave it out (``skipped`` in ``epochs.csv`` counts such steps).
 
     Checkpoints hold the model, optimiser, scheduler, Balancer/method state (including any
     ``torch.Generator`` attribute of the method), the stream position (pass, batch) and the global RNG
     states; resuming (``fit(..., resume=True)``) continues bit-for-bit like an uninterrupted run on the
-    CPU. Files are replaced atomically, so a killed run leaves the last complete checkpoint, and the CSV
-    logs are cut back to the checkpoint's rows on resume. ``numpy``'s global generator is not saved.
+    CPU. Files are replaced atomically, so a killed run leaves the last complete checkpoint (a temporary
+    file left by a kill during the write is removed on resume), and the CSV logs are cut back to the
+    checkpoint's rows on resume. ``numpy``'s global generator is not saved. Checkpoints hold tensors and
+    plain data only and are read with ``torch.load(weights_only=True)``: a file holding anything else is
+    refused, never unpickled. A checkpoint is written only when the model and optimiser states are finite
+    (otherwise the run stops, and the last checkpoint stays the last good one); an error while writing
+    (disk full, permissions) leaves the previous checkpoint intact and says so.
     """
 
     def __init__(
@@ -129,8 +170,9 @@ class Trainer:
         self.history: list[dict[str, Any]] = []  # one record per completed epoch
         self.last_info: StepInfo | None = None
         self._position: dict[str, int] | None = None  # stream position after the last step
-        self._acc: dict[str, Any] = {"steps": 0, "losses": None, "time": 0.0}
+        self._acc: dict[str, Any] = {"steps": 0, "losses": None, "time": 0.0, "skipped": 0}
         self._elapsed = 0.0
+        self._saved: tuple[Path, int] | None = None  # the last checkpoint this trainer wrote or read
         self._log_offsets: dict[str, int] = {}
         self._steps_log: CsvLog | None = None
         self._epochs_log: CsvLog | None = None
@@ -172,6 +214,9 @@ class Trainer:
         """Restore :meth:`state_dict` (the global RNG states last, so nothing consumes them after)."""
         if state.get("format") != FORMAT:
             raise RuntimeError(f"unsupported checkpoint format {state.get('format')!r}")
+        missing = [k for k in REQUIRED if k not in state]
+        if missing:
+            raise RuntimeError(f"the checkpoint misses {', '.join(map(repr, missing))}")
         if int(state["seed"]) != self.seed:
             raise ValueError(
                 f"the checkpoint was written with seed={state['seed']}, this trainer has seed={self.seed}"
@@ -190,7 +235,7 @@ class Trainer:
         self.global_step = int(state["global_step"])
         self.epoch = int(state["epoch"])
         self._position = state["position"]
-        self._acc = dict(state["acc"])
+        self._acc = {"skipped": 0, **dict(state["acc"])}
         self.history = list(state["history"])
         self._elapsed = float(state["elapsed"])
         self._log_offsets = dict(state["logs"])
@@ -207,15 +252,52 @@ class Trainer:
                 self._log_offsets[name] = log.offset()
         if self._tb is not None:
             self._tb.flush()
-        ckpt.atomic_save(self.state_dict(), target)
+        state = self.state_dict()
+        self._check_finite_state(state, target)
+        ckpt.check_plain(state)
+        ckpt.atomic_save(state, target)
+        self._saved = (target, self.global_step)
         return target
 
+    def _check_finite_state(self, state: Mapping[str, Any], target: Path) -> None:
+        """Refuse to overwrite a checkpoint with a non-finite model or optimiser state (one host sync per
+        checkpoint): a checkpoint must stay a point to resume from."""
+        tensors = [
+            t
+            for part in (state["model"], state["optimizer"].get("state", {}))
+            for t in _tensors(part)
+            if t.is_floating_point()
+        ]
+        if not tensors or bool(all_finite(tensors, tensors[0].device)):
+            return
+        bad = [k for k, v in state["model"].items() if v.is_floating_point() and not torch.isfinite(v).all()]
+        what = f"model entries {bad[:5]}" if bad else "the optimiser state"
+        raise NonFiniteLossError(
+            f"step {self.global_step}: {what} hold NaN/Inf, so the checkpoint was not written; "
+            f"{self._last_checkpoint()}",
+            stage="model",
+        )
+
+    def _last_checkpoint(self) -> str:
+        if self._saved is None:
+            return "no checkpoint was written"
+        path, step = self._saved
+        return f"the last good checkpoint is {os.fspath(path)!r} (step {step})"
+
     def load_checkpoint(self, path: str | os.PathLike[str] | None = None) -> None:
-        """Load a checkpoint written by :meth:`save_checkpoint` (default: ``log_dir/checkpoint.pt``)."""
+        """Load a checkpoint written by :meth:`save_checkpoint` (default: ``log_dir/checkpoint.pt``); every
+        error (unreadable, unsafe, incomplete or mismatching file) names it."""
         target = Path(path) if path is not None else self.checkpoint_path
         if target is None:
             raise ValueError("no checkpoint path: give one or set log_dir")
-        self.load_state_dict(ckpt.load(target))
+        state = ckpt.load(target, required=REQUIRED)
+        try:
+            self.load_state_dict(state)
+        except ValueError as err:
+            raise ValueError(f"checkpoint {os.fspath(target)!r}: {err}") from err
+        except Exception as err:
+            raise RuntimeError(f"checkpoint {os.fspath(target)!r}: {err}") from err
+        self._saved = (target, self.global_step)
 
     # ------------------------------------------------------------------ logging
     def _open_logs(self, resumed: bool) -> None:
@@ -257,6 +339,7 @@ class Trainer:
             "elapsed": self._elapsed,
             "lr": self._lr(),
             "skipped": int(info.skipped),
+            "nonfinite": info.reason,
         }
         row.update({f"loss_{n}": v for n, v in zip(names, losses)})
         weights = None if info.weights is None else info.weights.detach().cpu().tolist()
@@ -286,11 +369,14 @@ class Trainer:
             self.model.train(was_training)
 
     def _accumulate(self, row: Mapping[str, Any], names: list[str], seconds: float) -> None:
+        self._acc["time"] += seconds
+        if row["skipped"]:  # its losses are not finite: the epoch's means leave it out
+            self._acc["skipped"] = self._acc.get("skipped", 0) + 1
+            return
         losses = [row[f"loss_{n}"] for n in names]
         prev = self._acc["losses"]
         self._acc["losses"] = losses if prev is None else [a + b for a, b in zip(prev, losses)]
         self._acc["steps"] += 1
-        self._acc["time"] += seconds
 
     def _end_epoch(self, eval_fn: EvalFn | None) -> dict[str, Any]:
         self.epoch += 1
@@ -303,6 +389,7 @@ class Trainer:
             "elapsed": self._elapsed,
             "epoch_time": self._acc["time"],
             "lr": self._lr(),
+            "skipped": int(self._acc.get("skipped", 0)),
         }
         record.update({f"train_loss_{n}": s / steps for n, s in zip(names, sums)})
         if eval_fn is not None:
@@ -312,7 +399,7 @@ class Trainer:
                 record[key] = _scalar(value)
         if self.scheduler is not None and self.scheduler_step == "epoch":
             self.scheduler.step()
-        self._acc = {"steps": 0, "losses": None, "time": 0.0}
+        self._acc = {"steps": 0, "losses": None, "time": 0.0, "skipped": 0}
         self.history.append(record)
         if self._epochs_log is not None:
             self._epochs_log.write(record)
@@ -334,8 +421,8 @@ class Trainer:
         ``eval_fn(model) -> {metric: value}`` runs at the end of every epoch (eval mode, no grad).
         ``resume=True`` continues from ``log_dir/checkpoint.pt`` when it exists (a fresh run otherwise);
         a path resumes from that file. Calling ``fit`` again with more epochs continues the run.
-        Raises :class:`~molearn.NonFiniteLossError` naming the step and objective on a NaN/Inf loss;
-        the last checkpoint written stays as it was.
+        Raises :class:`~molearn.NonFiniteLossError` naming the step, the objective and the stage on a
+        non-finite step (``on_nonfinite="raise"``); the last checkpoint written stays as it was.
         """
         if epochs < 0:
             raise ValueError(f"epochs must be >= 0, got {epochs}")
@@ -345,6 +432,7 @@ class Trainer:
             path = self.checkpoint_path if resume is True else Path(resume)
             if path is None:
                 raise ValueError("resume=True needs a log_dir (or give the checkpoint's path)")
+            ckpt.remove_stale(path)  # a kill while writing leaves its temporary file
             if path.exists():
                 self.load_checkpoint(path)
                 resumed = True
@@ -371,14 +459,11 @@ class Trainer:
                 try:
                     info = self.balancer.step(losses_of, stream, self.optimizer)
                 except NonFiniteLossError as err:
-                    where = self.checkpoint_path
-                    kept = (
-                        f"the last good checkpoint is {os.fspath(where)!r}"
-                        if where is not None and where.exists()
-                        else "no checkpoint was written"
-                    )
+                    where = f"step {self.global_step + 1} (epoch {self.epoch + 1})"
                     raise NonFiniteLossError(
-                        f"step {self.global_step + 1} (epoch {self.epoch + 1}): {err}; {kept}"
+                        f"{where}: {err}; {self._last_checkpoint()}",
+                        stage=err.stage,
+                        objectives=err.objectives,
                     ) from err
                 seconds = time.perf_counter() - t0
                 self.global_step += 1
