@@ -4,7 +4,10 @@ metrics, time and memory relative to equal weighting, with confidence intervals 
 A problem is a :class:`Benchmark` (data splits, a model with shared and task-specific parameters, the K
 losses, the metrics with their direction and weight in Δm, optional single-task baselines, a default
 :class:`Schedule`); the built-in ones are Multi-MNIST, Multi-Fashion and Multi-(Fashion+MNIST)
-(:func:`multi_benchmark`). See ``docs/compare.md``.
+(:func:`multi_benchmark`), QM9 (:func:`qm9_benchmark`), NYUv2 and Cityscapes (:func:`nyuv2_benchmark`,
+:func:`cityscapes_benchmark`), CelebA-40 (:func:`celeba_benchmark`) and Office-31 / Office-Home
+(:func:`office_benchmark`), each reported beside its published numbers (:func:`published`). See
+``docs/compare.md`` and ``docs/benchmarks.md``.
 """
 
 from .._stats import mean_ci
@@ -21,6 +24,8 @@ from ._benchmark import (
 )
 from ._config import CONFIG_KEYS, ConfigError, check_method, check_methods, load_config
 from ._multi import multi_benchmark
+from ._published import PUBLISHED, STL, Published, published, published_benchmarks
+from ._qm9 import qm9_benchmark
 from ._report import (
     EW_NAME,
     MethodSummary,
@@ -33,6 +38,7 @@ from ._report import (
     plot_cost,
     plot_tasks,
     plot_weights,
+    published_section,
     ratio_ci,
     read_runs_csv,
     summarise,
@@ -54,6 +60,7 @@ from ._run import (
     run_one,
 )
 from ._select import EpochScores, select_epoch, select_single_task_epoch
+from ._vision import celeba_benchmark, cityscapes_benchmark, nyuv2_benchmark, office_benchmark
 
 __all__ = [
     "CONFIG_KEYS",
@@ -61,7 +68,9 @@ __all__ = [
     "DEFAULT_METHODS",
     "EW_NAME",
     "OPTIMIZERS",
+    "PUBLISHED",
     "SCHEDULERS",
+    "STL",
     "Benchmark",
     "BenchmarkError",
     "CompareConfig",
@@ -72,14 +81,17 @@ __all__ = [
     "Meter",
     "MethodSummary",
     "Metric",
+    "Published",
     "RunRecord",
     "RunSpec",
     "Schedule",
     "add_arguments",
     "builtin_benchmarks",
+    "celeba_benchmark",
     "check_benchmark",
     "check_method",
     "check_methods",
+    "cityscapes_benchmark",
     "collect_versions",
     "compare",
     "cost_ratios",
@@ -89,10 +101,16 @@ __all__ = [
     "load_config",
     "mean_ci",
     "multi_benchmark",
+    "nyuv2_benchmark",
+    "office_benchmark",
     "place_labels",
     "plot_cost",
     "plot_tasks",
     "plot_weights",
+    "published",
+    "published_benchmarks",
+    "published_section",
+    "qm9_benchmark",
     "ratio_ci",
     "read_runs_csv",
     "resolve_config",

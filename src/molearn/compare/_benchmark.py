@@ -111,8 +111,9 @@ class Schedule:
         scheduler_kwargs: its keyword arguments (``milestones``/``gamma``, ``step_size``, ``T_max`` —
             default: the number of scheduler steps of the run —, ``factor``/``patience``/``min_lr``, ...).
             ``"plateau"`` also takes ``monitor``: ``"val_loss"`` (default: the mean of the K validation
-            losses, as the QM9 protocol of Nash-MTL / FAMO) or the name of a metric (its direction sets the
-            mode); it needs a validation split.
+            losses) or the name of a metric (its direction sets the mode; the QM9 protocol of Nash-MTL /
+            FAMO monitors validation Δm against the published single-task errors, ``"delta_m_published"``);
+            it needs a validation split.
         scheduler_step: ``"epoch"`` (default) or ``"step"``: when the scheduler steps (``"plateau"``: epoch).
         train_size: use at most this many training examples (the first ones; None: all).
         eval_size: use at most this many validation and test examples each (None: all).
@@ -514,8 +515,10 @@ def split_parameters(model: nn.Module, where: str) -> tuple[list[Tensor], list[T
 def builtin_benchmarks() -> dict[str, Callable[[], Benchmark]]:
     """Built-in benchmark name -> factory (imported when asked for)."""
     from ._multi import MULTI_BENCHMARKS
+    from ._qm9 import QM9_BENCHMARKS
+    from ._vision import VISION_BENCHMARKS
 
-    return dict(MULTI_BENCHMARKS)
+    return {**MULTI_BENCHMARKS, **QM9_BENCHMARKS, **VISION_BENCHMARKS}
 
 
 def load_benchmark(ref: str | Benchmark) -> Benchmark:

@@ -315,6 +315,8 @@ def check_method(name: Any, kwargs: Any, where: str = "methods") -> tuple[str, d
     if not isinstance(kwargs, Mapping):
         raise ConfigError(f"{where}: the arguments of method {name!r} must be a mapping, got {kwargs!r}")
     cls = _registry()[key]
+    if cls.loop_only:
+        raise ConfigError(f"{where}.{key}: {cls.__name__} cannot run in molearn compare: {cls.loop_only}")
     sig = inspect.signature(cls.__init__)
     params = {n: p for n, p in sig.parameters.items() if n != "self" and p.kind not in (p.VAR_POSITIONAL,)}
     takes_any = any(p.kind is p.VAR_KEYWORD for p in params.values())

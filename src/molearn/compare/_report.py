@@ -20,6 +20,11 @@ Input: one :class:`RunRecord` per (method, seed) run. Aggregation (:func:`summar
 
 Methods are sorted by mean Δm% (lower is better, see :mod:`molearn.metrics`), methods without a finite
 Δm last, ties by name.
+
+**Published results** (:func:`published_section`): for a built-in benchmark with published numbers
+(:mod:`molearn.compare._published`), the report prints each method's published Δm% and per-metric values
+with their source beside the measured ones, names the sources' protocols, and says whether the run's
+schedule is the published protocol (``default`` and ``quick`` are not).
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ from typing import Any
 
 from .._plot import figure_class
 from .._stats import mean_ci, t_quantile
+from ._published import DELTA_M, STL, Published, published
 
 __all__ = [
     "EW_NAME",
@@ -51,6 +57,7 @@ __all__ = [
     "plot_cost",
     "plot_tasks",
     "plot_weights",
+    "published_section",
     "ratio_ci",
     "read_runs_csv",
     "summarise",
@@ -325,11 +332,17 @@ def format_markdown(
     title: str = "molearn compare",
     summaries: Sequence[MethodSummary] | None = None,
     plots: Sequence[str] = (),
+    published_rows: Sequence[Published] = (),
+    schedule: str | None = None,
+    schedule_detail: str = "",
+    baselines: Mapping[str, float] | None = None,
 ) -> str:
     """``report.md``: notes, the table sorted by Δm% (mean ± 95 % CI), cost columns, command and versions.
 
     With more than :data:`INLINE_METRICS` metrics the per-metric values get their own table (one row per
-    metric). The columns "Δm% last" and "epoch" appear when the records carry model selection."""
+    metric). The columns "Δm% last" and "epoch" appear when the records carry model selection. With
+    ``published_rows`` a "Published results" section follows (:func:`published_section`; ``schedule`` is
+    the run's schedule name, ``baselines`` the measured single-task values)."""
     sums = list(summaries) if summaries is not None else summarise(records)
     names = list(records[0].metrics)
     seeds = sorted({r.seed for r in records})
@@ -399,6 +412,10 @@ def format_markdown(
             f"weights plot): {', '.join(absent)}.",
             "",
         ]
+    if published_rows:
+        lines += published_section(
+            sums, published_rows, schedule=schedule, schedule_detail=schedule_detail, baselines=baselines
+        )
     errors = [(s.method, e) for s in sums for e in s.errors]
     if errors:
         lines += ["## Runs stopped early", "", *(f"- {m}, {e}" for m, e in errors), ""]
@@ -407,6 +424,138 @@ def format_markdown(
     lines += ["## Command", "", "```", _command_text(command), "```", "", "## Versions", ""]
     lines += ["| package | version |", "|:---|:---|", *(f"| {k} | {v} |" for k, v in versions.items()), ""]
     return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------------- published
+def _method_names() -> tuple[dict[str, str], dict[str, str]]:
+    """(name or class name, lower case -> registry name; registry name -> display name, the class name
+    the records use)."""
+    from ..methods import registry
+
+    keys: dict[str, str] = {}
+    display: dict[str, str] = {STL: "STL"}
+    for key, obj in registry().items():
+        cls = getattr(obj, "__name__", key)
+        keys[key.lower()] = key
+        keys[str(cls).lower()] = key
+        display[key] = str(cls)
+    return keys, display
+
+
+def _pub_value(p: Published) -> str:
+    text = f"{p.value:g}"
+    if p.spread is not None:
+        text += f" ± {p.spread:g}"
+    return text + (" %" if p.unit == "%" else "")
+
+
+def _protocol_line(schedule: str | None, detail: str) -> str:
+    """How far the run's schedule is from the published protocol (``full``; ``full (changed: ...)`` is
+    the published one with changes)."""
+    this = f" (this run: {detail})" if detail else ""
+    if schedule is None:
+        return f"The run's schedule is not recorded{this}: compare with care."
+    if schedule in ("full", "full (changed: nothing)"):
+        return (
+            f"This run used the **full** schedule, the benchmark's published protocol{this}; the published "
+            "numbers may still differ in data, implementation and seeds (each source's protocol is listed "
+            "below)."
+        )
+    what = ", the published one with changes" if schedule.startswith("full") else ""
+    return (
+        f"This run used the **{schedule}** schedule{this}{what}: **not the published protocol**, so its "
+        "numbers are not comparable to the published ones (each source's protocol is listed below); run "
+        "with `--full` for the published protocol."
+    )
+
+
+def published_section(
+    summaries: Sequence[MethodSummary],
+    rows: Sequence[Published],
+    *,
+    schedule: str | None = None,
+    schedule_detail: str = "",
+    baselines: Mapping[str, float] | None = None,
+) -> list[str]:
+    """The "Published results" section of ``report.md``: published Δm% (source) beside the measured Δm%
+    (mean ± 95 % CI) per method, methods run without a published row as "—" and published methods not
+    run as "not run"; then the per-metric values (published as printed, ``unit="%"`` rows beside the
+    measured value × 100; the single-task row beside ``baselines``), the sources with their protocols,
+    and the notes. Markdown lines; empty without ``rows``."""
+    if not rows:
+        return []
+    keys, display = _method_names()
+    by_key = {keys.get(s.method.lower(), s.method.lower()): s for s in summaries}
+    dm: dict[str, list[Published]] = {}
+    per: dict[str, list[Published]] = {}
+    for p in rows:
+        (dm if p.metric == DELTA_M else per).setdefault(p.method, []).append(p)
+    run_keys = list(by_key)
+    extra = sorted(
+        {p.method for p in rows} - set(run_keys) - {STL},
+        key=lambda m: (min((p.value for p in dm.get(m, [])), default=math.inf), m),
+    )
+    lines = ["## Published results", "", _protocol_line(schedule, schedule_detail), ""]
+    lines += [
+        "| method | published Δm% ↓ | source | measured Δm% ↓ (mean ± 95 % CI) |",
+        "|:---|---:|:---|---:|",
+    ]
+    for key in run_keys + extra:
+        name = by_key[key].method if key in by_key else display.get(key, key)
+        pub = dm.get(key, [])
+        cells = [
+            name,
+            "; ".join(_pub_value(p) for p in pub) or "—",
+            "; ".join(p.label for p in pub) or "—",
+            _fmt(by_key[key].delta_m, digits=3) if key in by_key else "not run",
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines.append("")
+    if per:
+        run_metrics = {n.lower(): n for s in summaries for n in s.metrics}
+        base = {k.lower(): v for k, v in (baselines or {}).items()}
+        lines += [
+            "Per-metric values (published as printed; measured: mean ± 95 % CI over seeds, single-task: the "
+            "run's baselines; % rows show the measured fraction × 100):",
+            "",
+            "| method | metric | published | measured | source |",
+            "|:---|:---|---:|---:|:---|",
+        ]
+        for key in [STL, *run_keys, *extra]:
+            for p in per.get(key, []):
+                name = by_key[key].method if key in by_key else display.get(key, key)
+                scale = 100.0 if p.unit == "%" else 1.0
+                metric = run_metrics.get(p.metric.lower())
+                if metric is None:
+                    measured = "not measured"
+                elif key == STL:
+                    v = base.get(p.metric.lower(), math.nan)
+                    measured = _fmt((v, math.nan, 1 if math.isfinite(v) else 0), scale=scale)
+                elif key in by_key:
+                    measured = _fmt(by_key[key].metrics[metric], scale=scale)
+                else:
+                    measured = "not run"
+                if measured not in ("n/a", "not measured", "not run") and p.unit == "%":
+                    measured += " %"
+                lines.append(f"| {name} | {p.metric} | {_pub_value(p)} | {measured} | {p.label} |")
+        lines.append("")
+    sources: dict[tuple[str, str], set[str]] = {}
+    notes: dict[tuple[str, str], list[str]] = {}
+    for p in rows:
+        sources.setdefault((p.label, p.source), set()).add(p.protocol)
+        if p.note:
+            methods = notes.setdefault((p.label, p.note), [])
+            if display.get(p.method, p.method) not in methods:
+                methods.append(display.get(p.method, p.method))
+    lines += ["Sources and their protocols:", ""]
+    for (label, source), protocols in sources.items():
+        lines.append(f"- **{label}**: {source}. Protocol: {'; '.join(sorted(protocols))}.")
+    lines.append("")
+    if notes:
+        lines += ["Notes:", ""]
+        lines += [f"- {', '.join(ms)} ({label}): {note}." for (label, note), ms in notes.items()]
+        lines.append("")
+    return lines
 
 
 # --------------------------------------------------------------------------------------------- runs.csv
@@ -686,6 +835,9 @@ def write_report(
     task_names: Sequence[str] = (),
     baselines: Mapping[str, float] | None = None,
     metric_labels: Mapping[str, str] | None = None,
+    benchmark: str | None = None,
+    schedule: str | None = None,
+    schedule_detail: str = "",
 ) -> dict[str, Path]:
     """Write ``report.md``, ``runs.csv`` and (``plot``) ``tasks.png`` (first two metrics, or
     ``plot_metrics``, against each other; skipped with fewer than two metrics), ``weights.png`` (skipped
@@ -694,7 +846,10 @@ def write_report(
     ``command`` is the exact command line (a string, or argv joined with shell quoting), ``versions``
     package -> version (default :func:`collect_versions`), ``notes`` one or more lines shown at the top
     (e.g. "short schedule: ..."), ``baselines`` the single-task values (the star in ``tasks.png``) and
-    ``metric_labels`` the axis label of each metric.
+    ``metric_labels`` the axis label of each metric. ``benchmark`` (a built-in name) adds the published
+    results of that benchmark beside the measured ones, with ``schedule`` (the run's schedule name, e.g.
+    ``"default"``) and ``schedule_detail`` (its description) saying how far the run is from the published
+    protocol.
     """
     names = _check(records)
     if plot_metrics is not None:
@@ -723,6 +878,10 @@ def write_report(
         title=title,
         summaries=sums,
         plots=[name for name in paths if name.endswith(".png")],
+        published_rows=published(benchmark) if benchmark is not None else (),
+        schedule=schedule,
+        schedule_detail=schedule_detail,
+        baselines=baselines,
     )
     paths["report.md"].write_text(md)
     return paths

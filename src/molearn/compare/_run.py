@@ -60,6 +60,7 @@ from ._benchmark import (
     BenchmarkError,
     DeviceLoader,
     Schedule,
+    builtin_benchmarks,
     load_benchmark,
     make_optimizer,
     make_scheduler,
@@ -575,6 +576,42 @@ def stl_cache_dir() -> Path:
     return cache_dir() / "compare-stl"
 
 
+def _number(x: object) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def read_stl_cache(path: Path) -> dict[str, Any]:
+    """A cached single-task result, checked field by field (it is read back as trusted data: a file edited
+    by hand, truncated or from another version must fail here, naming itself, not deep inside Δm)."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise ValueError(f"{path}: not a readable cached single-task result ({err})") from err
+
+    def bad(what: str) -> ValueError:
+        return ValueError(f"{path}: cached single-task result has {what}")
+
+    if not isinstance(data, dict):
+        raise bad(f"a {type(data).__name__} at the top level, not an object")
+    for key, ok in (("label", str), ("history", list)):
+        if not isinstance(data.get(key), ok):
+            raise bad(f"{key!r} = {data.get(key)!r:.60} (expected a {ok.__name__})")
+    if not (data.get("error") is None or isinstance(data["error"], str)):
+        raise bad(f"'error' = {data['error']!r:.60} (expected a string or null)")
+    if not (isinstance(data.get("steps"), int) and not isinstance(data["steps"], bool)):
+        raise bad(f"'steps' = {data.get('steps')!r:.60} (expected an integer)")
+    for i, rec in enumerate(data["history"]):
+        if not isinstance(rec, dict) or not isinstance(rec.get("epoch"), int):
+            raise bad(f"history[{i}] = {rec!r:.60} (expected an object with an integer 'epoch')")
+        for split in ("test", "val"):
+            scores = rec.get(split) or {}
+            if not isinstance(scores, dict) or not all(
+                isinstance(k, str) and _number(v) for k, v in scores.items()
+            ):
+                raise bad(f"history[{i}][{split!r}] = {scores!r:.60} (expected metric names to numbers)")
+    return data
+
+
 # ------------------------------------------------------------------------------------------------ driver
 @dataclass
 class CompareResult:
@@ -708,10 +745,10 @@ def run(
                 path = cache / f"{_stl_key(cfg, info['fingerprint'], seed, k)}.json"
                 if path.is_file():
                     try:
-                        stl_cached[(seed, k)] = json.loads(path.read_text())
+                        stl_cached[(seed, k)] = read_stl_cache(path)
                         continue
-                    except (OSError, ValueError):
-                        pass
+                    except ValueError as err:
+                        log(f"warning: ignoring {err}; running it again")
                 onehot = [1.0 if i == k else 0.0 for i in range(len(bm.tasks))]
                 specs.append(
                     spec(f"STL-{task}", "fixed", {"weights": onehot}, seed, f"stl-{k}-seed{seed}", k)
@@ -881,8 +918,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--benchmark",
         default=None,
         metavar="NAME|MODULE:OBJECT",
-        help="the problem: a built-in (multi_fashion (default), multi_mnist, multi_fashion_mnist) or your "
-        "own molearn.compare.Benchmark as package.module:object",
+        help="the problem: a built-in (multi_fashion (default), multi_mnist, multi_fashion_mnist, qm9, "
+        "nyuv2, cityscapes, celeba, office31, office_home; see --list) or your own "
+        "molearn.compare.Benchmark as package.module:object",
     )
     parser.add_argument(
         "--config",
@@ -921,7 +959,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="worker processes, each run in a fresh one; 0 runs in this process (default 2)",
     )
-    parser.add_argument("--threads", default=None, help="torch threads per run (default: cores / jobs)")
+    parser.add_argument(
+        "--threads",
+        default=None,
+        help="torch threads per run (default: cores / jobs; 1 is often faster for small models)",
+    )
     parser.add_argument("--resume", action="store_true", help="continue runs from their checkpoints in --out")
     parser.add_argument("--out", default=None, help="output folder (default: out/compare)")
     parser.add_argument("--no-plot", action="store_true", help="skip the PNG plots (no matplotlib needed)")
@@ -941,7 +983,6 @@ def _missing_packages(plot: bool) -> list[str]:
 
 def _list() -> int:
     from ..methods import registry
-    from ._benchmark import builtin_benchmarks
 
     print("built-in benchmarks: " + ", ".join(builtin_benchmarks()))
     print("methods: " + ", ".join(sorted(registry())))
@@ -1021,6 +1062,9 @@ def _compare_and_report(
         title=f"molearn compare: {bm.name}",
         baselines=result.baselines,
         metric_labels={m.name: m.axis_label for m in bm.metrics},
+        benchmark=cfg.benchmark_ref if cfg.benchmark_ref in builtin_benchmarks() else None,
+        schedule=cfg.schedule_name,
+        schedule_detail=cfg.schedule.describe(),
     )
     result.report = out / "report.md"
     result.seconds = wall

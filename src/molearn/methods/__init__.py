@@ -1,6 +1,7 @@
 """One class per multi-objective method; each declares what it needs (:class:`Needs`)."""
 
 from ._aligned_mtl import AlignedMTL
+from ._auto_lambda import AutoLambda
 from ._base import Inputs, Method, Needs, Output, get, registry
 from ._cagrad import CAGrad
 from ._config import ConFIG
@@ -28,6 +29,7 @@ from ._nash_mtl import NashMTL
 from ._pbi import PBI
 from ._pcgrad import PCGrad
 from ._pmgda import PMGDA
+from ._rep_mtl import RepMTL
 from ._rlw import RLW
 from ._samo import SAMO
 from ._sdmgrad import SDMGrad, SDMGradOS
@@ -54,6 +56,7 @@ __all__ = [
     "STCH",
     "UW",
     "AlignedMTL",
+    "AutoLambda",
     "CAGrad",
     "ConFIG",
     "DualProj",
@@ -73,6 +76,7 @@ __all__ = [
     "Needs",
     "Output",
     "PCGrad",
+    "RepMTL",
     "SDMGrad",
     "SDMGradOS",
     "Tchebycheff",

@@ -126,6 +126,7 @@ def test_nonfinite_run_is_reported_and_others_continue(
         ({"benchmark": "cifar"}, "multi_fashion"),
         ({"schedule": {"epochs": 1, "warmup": 3}}, "'warmup'"),
         ({"schedule": "slow"}, "quick"),
+        ({"methods": ["rep_mtl"]}, "RepMTL.regularized(losses, features)"),  # needs the user's own loop
     ],
 )
 def test_config_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str], config: dict, needle: str) -> None:
