@@ -11,7 +11,7 @@ import os
 import pickle
 import random
 import tempfile
-from collections import Counter, OrderedDict
+from collections import OrderedDict
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -20,8 +20,9 @@ import torch
 
 __all__ = ["atomic_save", "capture_rng", "check_plain", "load", "remove_stale", "restore_rng"]
 
-# what ``torch.load(weights_only=True)`` rebuilds besides tensors and containers
-_PLAIN = (bool, int, float, complex, str, bytes, bytearray, type(None), torch.dtype, torch.device, torch.Size)
+# what ``torch.load(weights_only=True)`` rebuilds besides tensors and containers, in every supported torch
+# (2.3 refuses sets, bytes, complex numbers, torch.device and collections.Counter)
+_PLAIN = (bool, int, float, str, type(None), torch.dtype, torch.Size)
 
 
 def check_plain(obj: Any, path: str = "checkpoint") -> None:
@@ -29,13 +30,13 @@ def check_plain(obj: Any, path: str = "checkpoint") -> None:
     checkpoint that could not be read back with ``weights_only=True`` is never written."""
     if isinstance(obj, torch.Tensor) or type(obj) in _PLAIN:
         return
-    if type(obj) in (dict, OrderedDict, Counter):  # Counter: MultiStepLR's milestones
+    if type(obj) in (dict, OrderedDict):
         for key, value in obj.items():
             if type(key) not in _PLAIN:
                 raise TypeError(f"{path} has a key of type {type(key).__name__}")
             check_plain(value, f"{path}[{key!r}]")
         return
-    if type(obj) in (list, tuple, set, frozenset):
+    if type(obj) in (list, tuple):
         for i, value in enumerate(obj):
             check_plain(value, f"{path}[{i}]")
         return

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import random
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -58,6 +59,20 @@ def _tensors(obj: Any) -> list[Tensor]:
 
 def _scalar(value: Any) -> float:
     return float(value.detach().cpu()) if isinstance(value, Tensor) else float(value)
+
+
+def _portable(state: dict[str, Any]) -> dict[str, Any]:
+    """A scheduler's state with its ``Counter`` entries (MultiStepLR's milestones) as plain dicts:
+    ``torch.load(weights_only=True)`` of torch 2.3 refuses ``collections.Counter``."""
+    return {k: dict(v) if isinstance(v, Counter) else v for k, v in state.items()}
+
+
+def _like(current: dict[str, Any], saved: Mapping[str, Any]) -> dict[str, Any]:
+    """``saved`` with the ``Counter`` entries that :func:`_portable` turned into dicts restored."""
+    return {
+        k: Counter(v) if isinstance(current.get(k), Counter) and isinstance(v, dict) else v
+        for k, v in saved.items()
+    }
 
 
 class Trainer:
@@ -200,7 +215,7 @@ class Trainer:
             "position": self._position,
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
-            "scheduler": None if self.scheduler is None else self.scheduler.state_dict(),
+            "scheduler": None if self.scheduler is None else _portable(self.scheduler.state_dict()),
             "balancer": self.balancer.state_dict(),
             "method_generators": {k: g.get_state() for k, g in self._method_generators().items()},
             "rng": ckpt.capture_rng(),
@@ -226,7 +241,7 @@ class Trainer:
         if (state["scheduler"] is None) != (self.scheduler is None):
             raise ValueError("the checkpoint and this trainer disagree on having a scheduler")
         if self.scheduler is not None:
-            self.scheduler.load_state_dict(state["scheduler"])
+            self.scheduler.load_state_dict(_like(self.scheduler.state_dict(), state["scheduler"]))
         self.balancer.load_state_dict(state["balancer"])
         gens = self._method_generators()
         for name, gen_state in state["method_generators"].items():
