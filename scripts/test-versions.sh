@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The core tests (engine, solvers, methods, Balancer, bad input, train, pareto) on the oldest and the newest torch
+# The core tests (engine, solvers, methods, Balancer, bad input, train, pareto, distributed) on the oldest and the newest torch
 # that pyproject.toml allows, each in its own virtual environment (.venv-torch-VERSION, reused when present).
 # CI runs this after scripts/test.sh. PyPI's builds of these versions carry CUDA libraries (about 3 GB each to
 # download); the machine-wide pip cap (/etc/xdg/pip, torch <= 2.14.1) is bypassed for them.
@@ -11,7 +11,7 @@ versions=("$@")
 py="${PYTHON:-python3}"
 tests=(tests/unit/test_engine.py tests/unit/test_engine_batches.py tests/unit/test_engine_layerwise.py
        tests/unit/test_engine_cuda.py tests/unit/test_balancer_loss_methods.py tests/unit/test_bad_input.py
-       tests/unit/solvers tests/unit/methods tests/unit/train tests/unit/pareto)
+       tests/unit/solvers tests/unit/methods tests/unit/train tests/unit/pareto tests/unit/distributed)
 for v in "${versions[@]}"; do
   env_dir=".venv-torch-$v"
   stamp="$env_dir/.molearn-$(cat pyproject.toml scripts/test-versions.sh | sha1sum | cut -c1-12)"

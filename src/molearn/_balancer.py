@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -13,6 +14,7 @@ from torch import Tensor
 from .engine import (
     BatchedJacobian,
     ClosureJacobian,
+    Collective,
     GradBuffer,
     LayerRecorder,
     LayerwiseGramian,
@@ -27,6 +29,7 @@ from .engine import (
     all_finite,
     choose,
     describe_modules,
+    detect,
     leaves_from_nodes,
     objective_root,
     reachable_leaves,
@@ -230,6 +233,14 @@ class Balancer:
             that re-evaluate the losses at perturbed parameters (SAMO) run those passes in eval mode and
             keep BatchNorm running statistics unchanged.
 
+        distributed: under ``torch.distributed`` (docs/distributed.md). ``None`` (default): detected —
+            with an initialised process group of more than one process and a ``DistributedDataParallel``
+            module owning the shared parameters (given as ``shared``/``module``, or found), every rank
+            computes the update of the union of the ranks' batches; FSDP, DTensor parameters or a process
+            group without a DDP wrapper raise an error naming them. ``True``: the same over the default
+            group for a model that is not wrapped (data parallelism by hand). ``False``: each rank
+            balances its own batch (refused for a DDP/FSDP-wrapped model: the ranks would drift apart).
+
     Parameters are checked at construction: each a tensor that requires grad, listed once, shared or
     task-specific but not both (a repeated parameter would receive its gradient twice).
 
@@ -249,6 +260,7 @@ class Balancer:
         on_nonfinite: Literal["raise", "skip"] = "raise",
         check_finite: bool = True,
         module: torch.nn.Module | None = None,
+        distributed: bool | None = None,
     ) -> None:
         if not isinstance(method, Method):
             raise TypeError(f"method must be a molearn Method, got {type(method).__name__}")
@@ -281,12 +293,16 @@ class Balancer:
         self._skipped_last = False
         self._optimizer: torch.optim.Optimizer | None = None  # the optimiser of the step() in progress
         self._fixed = self._validate(mode)
+        self._dist: Collective | None = detect(roots, self.shared, distributed)
+        self._dist_ready = False
+        if self._dist is not None:
+            self._check_distributed()
         self._dense, self._compiled = describe_modules(roots, self.shared) if roots else (False, False)
         self._strategies: dict[str, Strategy] = {}
         self._chosen: dict[tuple[int, Any, str], Strategy] = {}
         self._recorder: LayerRecorder | None = None
         gramian = self._fixed if isinstance(self._fixed, LayerwiseGramian) else None
-        if gramian is None and self._fixed is None and self._may_use_gramian():
+        if gramian is None and self._fixed is None and self._may_use_gramian() and self._dist is None:
             gramian = LayerwiseGramian()
         if gramian is not None and method.needs.gradients:
             if roots:
@@ -329,6 +345,71 @@ class Balancer:
             raise ValueError(f"{name} computes its own gradients; use mode 'loop' or 'auto'")
         return strategy
 
+    def _check_distributed(self) -> None:
+        """Refuse, naming it, what is not exact across ranks yet (issue 16)."""
+        name = type(self.method).__name__
+        needs = self.method.needs
+        if needs.closure:
+            raise NotImplementedError(
+                f"{name} computes its own gradients at perturbed parameters (Needs.closure): not exact "
+                "across ranks yet (issue 16); run it in one process, or pass distributed=False to balance "
+                "each rank's batch on its own"
+            )
+        fixed = self._fixed
+        if isinstance(fixed, LayerwiseGramian):
+            raise NotImplementedError(
+                "mode='gramian' (the layer-wise Gramian from per-layer activations) is not exact across "
+                "ranks yet (issue 16: the per-layer scheme); use mode='auto' (it picks the Jacobian "
+                "strategies under torch.distributed), 'loop' or 'batched'"
+            )
+        if isinstance(fixed, Representation) and needs.jacobian:
+            raise NotImplementedError(
+                f"{name} needs the Jacobian: in mode='representation' that is not exact across ranks yet "
+                "(issue 16); use mode='auto', 'loop' or 'batched'"
+            )
+        if fixed is not None and not isinstance(fixed, (LoopJacobian, BatchedJacobian, Representation)):
+            raise NotImplementedError(
+                f"{fixed!r} is not exact across ranks (issue 16); use mode='auto', 'loop' or 'batched'"
+            )
+
+    def _method_generators(self) -> list[torch.Generator]:
+        """The generators a method (and a method it wraps) holds, for the first rank to broadcast."""
+        found: list[torch.Generator] = []
+        stack: list[Any] = [self.method]
+        seen: set[int] = set()
+        while stack:
+            obj = stack.pop()
+            if id(obj) in seen:
+                continue
+            seen.add(id(obj))
+            for value in vars(obj).values():
+                if isinstance(value, torch.Generator) and all(value is not g for g in found):
+                    found.append(value)
+                elif isinstance(value, Method):
+                    stack.append(value)
+        return found
+
+    def _begin(self) -> None:
+        """Start a step; across ranks, the first one gives every rank the first rank's generators."""
+        if self._dist is None:
+            return
+        if not self._dist_ready:
+            self._dist.sync_generators(self._method_generators())
+            self._dist_ready = True
+        self._dist.begin()
+
+    def _same_rng(self) -> contextlib.AbstractContextManager[None]:
+        """Across ranks: the global RNG seeded identically on every rank (a method's draws agree)."""
+        if self._dist is None:
+            return contextlib.nullcontext()
+        return self._dist.same_rng(self.shared[0].device)
+
+    @property
+    def collective(self) -> Collective | None:
+        """The process group the updates are averaged over (``None``: one process, or local balancing);
+        ``collective.log`` lists the bytes given to each collective of the last step."""
+        return self._dist
+
     def _may_use_gramian(self) -> bool:
         needs = self.method.needs
         return needs.gramian and not needs.jacobian and not needs.closure
@@ -356,7 +437,9 @@ class Balancer:
                     device=self.shared[0].device.type,
                     k=k,
                     gradients=needs.gradients,
-                    jacobian=needs.jacobian,
+                    # across ranks the Gramian comes from the Jacobian's slices (the per-layer scheme is
+                    # not distributed yet): the rule of the Jacobian methods picks the strategy
+                    jacobian=needs.jacobian or self._dist is not None,
                     batches=needs.batches,
                     closure=needs.closure,
                     compiled=self._compiled,
@@ -388,6 +471,10 @@ class Balancer:
         if self._tasks is None:
             shared_ids = {id(p) for p in self.shared}
             self._tasks = [t for t in reachable_leaves([losses]) if id(t) not in shared_ids]
+            if self._dist is not None:  # the ranks' reductions rely on one layout of the parameters
+                sizes = [t.numel() for t in self._tasks]  # fixed-length summary: count, size, order
+                summary = [len(sizes), sum(sizes), sum((i + 1) * n for i, n in enumerate(sizes))]
+                self._dist.check_same("the task parameters (count, entries, layout)", summary)
         return self._tasks
 
     def _finish(self) -> None:
@@ -412,9 +499,15 @@ class Balancer:
         tasks = self._task_params(losses)  # discovered from all K objectives' graph
         needs = self.method.needs
         scaled = losses if scale is None else losses * scale.to(losses.dtype)
+        dist = self._dist
+        # across ranks the method sees the global losses: the mean of the ranks' (equal slices, mean losses)
+        seen = losses.detach() if dist is None else dist.all_reduce_mean(losses.detach())
         if k == 1:  # nothing to balance: the gradient passes through (see _combine)
             req = Request(scaled, None, self.shared, tasks, False, False)
-            return _Prepared(Inputs(losses=losses.detach()), LossOnly().compute(req), losses)
+            one = LossOnly().compute(req)
+            if dist is not None:
+                one = dist.reduce_part(one, jacobian=False, gramian=False)
+            return _Prepared(Inputs(losses=seen), one, losses)
         reached: set[int] | None = None
         strategy = self._strategy(k)
         if items is None and (selected is not None or isinstance(strategy, ClosureJacobian)):
@@ -433,8 +526,9 @@ class Balancer:
             items=items,
             shared=self.shared,
             tasks=tasks,
-            gramian=needs.gramian or needs.jacobian,
-            jacobian=needs.jacobian,
+            # across ranks the local Jacobian's Gramian is never needed (the global one comes from slices)
+            gramian=needs.gradients and (dist is None or isinstance(strategy, Representation)),
+            jacobian=needs.jacobian and dist is None,
             features=features,
             selected=selected,
             reached=reached,
@@ -448,13 +542,15 @@ class Balancer:
             )
             req.closure = lambda: self._closure_rows(probe, k, tasks, scale)
         part = strategy.compute(req)
+        if dist is not None:
+            part = dist.reduce_part(part, jacobian=needs.jacobian, gramian=needs.gradients)
         gramian = part.gramian
         jacobian = part.jacobian if needs.jacobian else None
         if scale is not None:
             gramian = None if gramian is None else gramian / (scale * scale).to(gramian.dtype)
             jacobian = None if jacobian is None else jacobian / scale.to(jacobian.dtype)
         inputs = Inputs(
-            losses=losses.detach(),
+            losses=seen,
             gramian=gramian if needs.gradients else None,
             jacobian=jacobian,
             selected=selected,
@@ -501,6 +597,8 @@ class Balancer:
             coeff = self._task_coefficients(k, last.inputs.selected, last.losses)
             for p in parts:
                 p.part.write(None, coeff / n if n > 1 else coeff, retain_graph=retain_graph, into=into)
+            if self._dist is not None:
+                self._dist.flush(into)
             return
         if out.weights is None:
             raise TypeError(f"{name}.combine returned neither weights nor a direction")
@@ -518,13 +616,16 @@ class Balancer:
             own = own if n == 1 else own / n
         for p, wb in zip(parts, all_weights, strict=True):
             p.part.write(wb, wb if own is None else own, retain_graph=retain_graph, into=into)
+        if self._dist is not None:  # the local contributions, averaged over the ranks (one all-reduce)
+            self._dist.flush(into)
 
     def _combine(self, inputs: Inputs) -> Output:
         """The method's output; with K = 1 the single gradient passes through unchanged (weight 1),
         whatever the method (some official formulas would rescale it, e.g. Nash-MTL to unit norm)."""
         if inputs.num_objectives == 1:
             return Output(weights=torch.ones_like(inputs.losses))
-        return self.method.combine(inputs)
+        with self._same_rng():
+            return self.method.combine(inputs)
 
     def _info(self, inputs: Inputs, out: Output) -> StepInfo:
         info = StepInfo(losses=inputs.losses, weights=out.weights, info=dict(out.info))
@@ -571,7 +672,7 @@ class Balancer:
         diagonal: a NaN/Inf gradient row makes its entry NaN/Inf), the method's output and the update."""
         tensors: list[Tensor] = []
         for p in parts:
-            tensors.append(p.losses.detach())
+            tensors.append(p.inputs.losses)  # the global losses across ranks: every rank decides alike
             if p.inputs.gramian is not None:
                 tensors.append(p.inputs.gramian.diagonal())
         if out is not None:
@@ -619,7 +720,7 @@ class Balancer:
             return f" in batch {b}" if multi else ""
 
         for b, p in enumerate(parts):
-            losses = p.losses.detach()
+            losses = p.inputs.losses
             bad = (~torch.isfinite(losses)).nonzero().flatten().tolist()  # sync: after a failed check
             if bad:
                 vals = [float(losses[i]) for i in bad]
@@ -712,6 +813,8 @@ class Balancer:
                     return self._reject(problem, losses), "nonfinite"
                 for p in parts:  # overflowed: the scaler sees the Inf/NaN and skips the optimiser step
                     self._overflow_write(p, retain_graph)
+                if self._dist is not None:  # every rank's .grad gets the Inf/NaN: every scaler skips
+                    self._dist.flush(None)
                 why = "the scaled gradients overflowed"
                 return StepInfo(losses=losses.detach(), skipped=True, reason=why), "overflow"
             out = self._combine(inputs)
@@ -770,6 +873,7 @@ class Balancer:
         try:
             vec, items = _as_loss_vector(losses)
             self._check_features(features)
+            self._begin()
             scale = _loss_scale(scaler, vec)
             snapshot = self._snapshot_for(vec)
             prepared = self._prepare(
@@ -794,7 +898,8 @@ class Balancer:
         k = int(losses.shape[0])
         if k == 1:
             return None
-        sel = self.method.select(k)
+        with self._same_rng():
+            sel = self.method.select(k)
         if sel is None:
             return None
         sel = torch.as_tensor(sel, dtype=torch.long).flatten()
@@ -824,6 +929,8 @@ class Balancer:
             after = torch.stack([torch.as_tensor(x).reshape(()) for x in losses_after]).detach()
         if after.shape != before.shape:
             raise ValueError(f"expected {before.shape[0]} losses, got {after.shape[0]}")
+        if self._dist is not None:  # the method learns from the global losses, as in combine
+            after = self._dist.all_reduce_mean(after.to(before.device))
         if self.check_finite and not bool(torch.isfinite(after).all()):  # sync: the post-step check
             self._pending = None
             bad = (~torch.isfinite(after)).nonzero().flatten().tolist()
@@ -835,7 +942,8 @@ class Balancer:
             return
         self._pending = None  # one update per step
         if after.shape[0] > 1:
-            self.method.after_step(before, after.to(before.dtype))
+            with self._same_rng():
+                self.method.after_step(before, after.to(before.dtype))
 
     def step(
         self,
@@ -894,6 +1002,7 @@ class Balancer:
         batch = None
         scale: Tensor | None = None
         snapshot = None
+        self._begin()
         for b in range(needs.batches):
             batch = draw()
             losses, features = self._split(loss_fn(batch))

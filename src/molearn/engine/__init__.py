@@ -1,10 +1,12 @@
 """Per-objective statistics and writing combined directions back into ``.grad``: the only hot path.
 
 :mod:`~molearn.engine._strategy` holds one class per way of computing them (``Balancer(mode=...)``),
-:mod:`~molearn.engine._layers` the per-layer Gramian, :mod:`~molearn.engine._auto` the rules of ``auto``.
+:mod:`~molearn.engine._layers` the per-layer Gramian, :mod:`~molearn.engine._auto` the rules of ``auto``,
+:mod:`~molearn.engine._dist` the reductions across ranks under ``torch.distributed`` (docs/distributed.md).
 """
 
 from ._auto import RULES, Situation, batched_passes, choose
+from ._dist import Collective, detect, find_wrappers
 from ._grads import flat_jacobian, jacobian_batched, jacobian_loop
 from ._layers import LayerRecorder, describe_modules, external_uses
 from ._probe import Probe, perturbed
@@ -36,6 +38,7 @@ __all__ = [
     "RULES",
     "BatchedJacobian",
     "ClosureJacobian",
+    "Collective",
     "GradBuffer",
     "LayerRecorder",
     "LayerwiseGramian",
@@ -54,7 +57,9 @@ __all__ = [
     "batched_passes",
     "choose",
     "describe_modules",
+    "detect",
     "external_uses",
+    "find_wrappers",
     "flat_jacobian",
     "gram_dtype",
     "gramian_of",
