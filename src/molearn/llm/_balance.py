@@ -16,8 +16,11 @@ Limits, decided here (each raises a clear error at construction):
   that need per-objective gradients (their Gramian would be a micro-batch's, not the step's) and FAMO (its
   update needs the losses of the step's batch after the step) are rejected;
 * ``fp16`` (its GradScaler scales only the Trainer's own backward) is rejected: use ``bf16`` or fp32;
-* DeepSpeed, FSDP, several processes or ``DataParallel`` (gradient reduction runs in hooks of the
-  Trainer's single backward) are rejected;
+* DeepSpeed, FSDP or ``DataParallel`` (gradient reduction runs in hooks of the Trainer's single backward)
+  are rejected. Several processes under DistributedDataParallel (``torchrun``, ``accelerate launch``) are
+  exact: the Trainer wraps the model in DDP, the Balancer (built at the first step from the wrapped model)
+  detects it and every rank writes the update of the union of the ranks' batches (docs/distributed.md);
+  the Trainer's own backward, with DDP's all-reduce, is not called;
 * gradient checkpointing only with ``gradient_checkpointing_kwargs={"use_reentrant": False}`` (re-entrant
   checkpointing does not support the ``inputs=`` / ``autograd.grad`` passes the Balancer makes).
 
@@ -122,10 +125,16 @@ class BalancedTrainer(Trainer):
         if getattr(self, "is_deepspeed_enabled", False) or getattr(self, "is_fsdp_enabled", False):
             raise ValueError("BalancedTrainer does not support DeepSpeed or FSDP "
                              "(they own the backward pass)")
-        if a.world_size > 1 or a.n_gpu > 1:
-            raise ValueError(f"BalancedTrainer runs on one device (world_size={a.world_size}, "
-                             f"n_gpu={a.n_gpu}): distributed gradient reduction hooks the Trainer's single "
-                             "backward pass")
+        if a.n_gpu > 1:
+            raise ValueError(f"BalancedTrainer does not support DataParallel (n_gpu={a.n_gpu} in one "
+                             "process): its gradient reduction runs in the Trainer's single backward pass. "
+                             "Launch one process per GPU (torchrun or accelerate launch): DDP is supported")
+        if a.world_size > 1:
+            from transformers.training_args import ParallelMode
+
+            if a.parallel_mode != ParallelMode.DISTRIBUTED:
+                raise ValueError(f"BalancedTrainer supports several processes under DistributedDataParallel "
+                                 f"(torchrun, accelerate launch) only, not {a.parallel_mode.value!r}")
         if a.gradient_checkpointing and (a.gradient_checkpointing_kwargs or {}).get("use_reentrant", True):
             raise ValueError("gradient checkpointing needs gradient_checkpointing_kwargs="
                              "{'use_reentrant': False} with BalancedTrainer (re-entrant checkpointing breaks "

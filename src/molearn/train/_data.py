@@ -23,7 +23,8 @@ class BatchStream:
 
     For a ``torch.utils.data.DataLoader`` the generator is installed as the loader's ``generator`` (the
     worker base seed) and as the sampler's ``generator`` when the sampler has one (``shuffle=True``
-    gives a ``RandomSampler``), so the order never depends on the global RNG. The position is
+    gives a ``RandomSampler``), so the order never depends on the global RNG; a sampler with ``set_epoch``
+    (``DistributedSampler``) gets ``set_epoch(pass_seed(seed, pass))`` at each pass. The position is
     ``(pass, batch index in the pass)``; :meth:`seek` restores it by re-creating the pass and skipping
     the batches already drawn (they are loaded again, not used).
     """
@@ -58,6 +59,9 @@ class BatchStream:
         sampler = getattr(self.loader, "sampler", None)
         if sampler is not None and hasattr(sampler, "generator"):
             sampler.generator = gen
+        if sampler is not None and callable(getattr(sampler, "set_epoch", None)):
+            # a DistributedSampler shuffles with its own generator, seeded from (its seed + the epoch)
+            sampler.set_epoch(pass_seed(self.seed, self.pass_index))
         it = iter(self.loader)
         for _ in range(self._skip):
             next(it)

@@ -19,6 +19,7 @@ from ..methods import Method, get
 from . import _checkpoint as ckpt
 from ._data import BatchStream
 from ._log import TB_HINT, CsvLog, Progress, TensorBoardLog, format_eta
+from ._ranks import Ranks, unwrap
 
 __all__ = ["Trainer"]
 
@@ -59,6 +60,10 @@ def _tensors(obj: Any) -> list[Tensor]:
 
 def _scalar(value: Any) -> float:
     return float(value.detach().cpu()) if isinstance(value, Tensor) else float(value)
+
+
+def _ddp_keys(state: Mapping[str, Any]) -> bool:
+    return bool(state) and all(str(k).startswith("module.") for k in state)
 
 
 def _portable(state: dict[str, Any]) -> dict[str, Any]:
@@ -117,6 +122,16 @@ class Trainer:
             ``"skip"`` drops the step (no update, no optimiser step) and goes on: its row in
             ``steps.csv`` has ``skipped = 1`` and the reason in ``nonfinite``, and the epoch's mean
             losses leave it out (``skipped`` in ``epochs.csv`` counts such steps).
+        distributed: passed to :class:`~molearn.Balancer` (``None``: detected; a model wrapped in
+            ``DistributedDataParallel`` under ``torchrun`` needs nothing).
+
+    **Several processes** (docs/distributed.md): wrap the model in ``DistributedDataParallel`` and give each
+    rank its own loader over an equal slice of the data (a ``DistributedSampler``; the Trainer calls its
+    ``set_epoch`` once per pass). Every rank then takes the update of the union batch and holds the same
+    parameters and method state; rank 0 alone writes the logs, TensorBoard and the checkpoint (call
+    :meth:`save_checkpoint` on every rank: the others wait for rank 0's write and raise if it failed), and
+    ``resume`` makes every rank read rank 0's file (a filesystem all ranks see), also with another number of
+    processes.
 
     Checkpoints hold the model, optimiser, scheduler, Balancer/method state (including any
     ``torch.Generator`` attribute of the method), the stream position (pass, batch) and the global RNG
@@ -150,6 +165,7 @@ class Trainer:
         objective_names: Sequence[str] | None = None,
         mode: Mode = "auto",
         on_nonfinite: Literal["raise", "skip"] = "raise",
+        distributed: bool | None = None,
     ) -> None:
         if isinstance(method, str):
             method = get(method)
@@ -160,14 +176,17 @@ class Trainer:
         if tensorboard and log_dir is None:
             raise ValueError("tensorboard=True needs a log_dir")
         if shared is None:
-            own = getattr(model, "shared_parameters", None)
+            own = getattr(unwrap(model), "shared_parameters", None)
             shared = own() if callable(own) else model.parameters()
         self.model = model
         self.loss_fn = loss_fn
         self.optimizer = optimizer
         self.scheduler = scheduler
         self.scheduler_step = scheduler_step
-        self.balancer = Balancer(method, shared, tasks, mode=mode, on_nonfinite=on_nonfinite, module=model)
+        self.balancer = Balancer(
+            method, shared, tasks, mode=mode, on_nonfinite=on_nonfinite, module=model, distributed=distributed
+        )
+        self.ranks = Ranks(self.balancer.collective)
         self.log_dir = None if log_dir is None else Path(log_dir)
         self.checkpoint_every = checkpoint_every
         self.seed = int(seed)
@@ -185,6 +204,7 @@ class Trainer:
         self.history: list[dict[str, Any]] = []  # one record per completed epoch
         self.last_info: StepInfo | None = None
         self._position: dict[str, int] | None = None  # stream position after the last step
+        self._length: int | None = None  # batches per pass of the loader the position refers to
         self._acc: dict[str, Any] = {"steps": 0, "losses": None, "time": 0.0, "skipped": 0}
         self._elapsed = 0.0
         self._saved: tuple[Path, int] | None = None  # the last checkpoint this trainer wrote or read
@@ -213,7 +233,9 @@ class Trainer:
             "global_step": self.global_step,
             "epoch": self.epoch,
             "position": self._position,
-            "model": self.model.state_dict(),
+            "length": self._length,
+            "world_size": self.ranks.world,
+            "model": unwrap(self.model).state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": None if self.scheduler is None else _portable(self.scheduler.state_dict()),
             "balancer": self.balancer.state_dict(),
@@ -236,7 +258,12 @@ class Trainer:
             raise ValueError(
                 f"the checkpoint was written with seed={state['seed']}, this trainer has seed={self.seed}"
             )
-        self.model.load_state_dict(state["model"])
+        inner = unwrap(self.model)
+        model_state = state["model"]
+        if _ddp_keys(model_state) and not _ddp_keys(inner.state_dict()):
+            # written from a DistributedDataParallel's own state_dict: its keys start with "module."
+            model_state = {k[len("module.") :]: v for k, v in model_state.items()}
+        inner.load_state_dict(model_state)
         self.optimizer.load_state_dict(state["optimizer"])
         if (state["scheduler"] is None) != (self.scheduler is None):
             raise ValueError("the checkpoint and this trainer disagree on having a scheduler")
@@ -250,17 +277,50 @@ class Trainer:
         self.global_step = int(state["global_step"])
         self.epoch = int(state["epoch"])
         self._position = state["position"]
+        self._length = state.get("length")
         self._acc = {"skipped": 0, **dict(state["acc"])}
         self.history = list(state["history"])
         self._elapsed = float(state["elapsed"])
         self._log_offsets = dict(state["logs"])
-        ckpt.restore_rng(state["rng"])
+        per_rank = state.get("rng_ranks")
+        # each rank its own generators when the world size is the same, rank 0's otherwise
+        if isinstance(per_rank, (list, tuple)) and len(per_rank) == self.ranks.world:
+            ckpt.restore_rng(per_rank[self.ranks.rank])
+        else:
+            ckpt.restore_rng(state["rng"])
 
     def save_checkpoint(self, path: str | os.PathLike[str] | None = None) -> Path:
-        """Write the checkpoint atomically (default: ``log_dir/checkpoint.pt``); logs are synced first."""
+        """Write the checkpoint atomically (default: ``log_dir/checkpoint.pt``); logs are synced first.
+
+        Under several processes call it on every rank: each rank's random-generator states are gathered,
+        rank 0 writes the file and the others wait until it has (they raise if rank 0's write failed)."""
         target = Path(path) if path is not None else self.checkpoint_path
         if target is None:
             raise ValueError("no checkpoint path: give one or set log_dir")
+        if not self.ranks.active:
+            return self._write_checkpoint(target)
+        rngs = self.ranks.gather(ckpt.capture_rng())
+        what = f"write checkpoint {os.fspath(target)!r}"
+        self._on_writer(lambda: self._write_checkpoint(target, rngs), what)
+        self._saved = (target, self.global_step)
+        return target
+
+    def _on_writer(self, fn: Callable[[], Any], what: str) -> None:
+        """Run ``fn`` on rank 0 and tell every rank whether it succeeded: the others wait for it (a
+        barrier) and raise if it failed, instead of waiting for rank 0 in the next step's collectives."""
+        failure: BaseException | None = None
+        if self.ranks.writer:
+            try:
+                fn()
+            except BaseException as err:  # told to every rank below, then raised here
+                failure = err
+        told = self.ranks.broadcast(None if failure is None else f"{type(failure).__name__}: {failure}")
+        if failure is not None:
+            raise failure
+        if told is not None:
+            raise RuntimeError(f"rank 0 could not {what}: {told}")
+
+    def _write_checkpoint(self, target: Path, rngs: list[Any] | None = None) -> Path:
         for name, log in (("steps", self._steps_log), ("epochs", self._epochs_log)):
             if log is not None:
                 log.sync()
@@ -268,6 +328,8 @@ class Trainer:
         if self._tb is not None:
             self._tb.flush()
         state = self.state_dict()
+        if rngs is not None:
+            state["rng_ranks"] = rngs
         self._check_finite_state(state, target)
         ckpt.check_plain(state)
         ckpt.atomic_save(state, target)
@@ -313,6 +375,43 @@ class Trainer:
         except Exception as err:
             raise RuntimeError(f"checkpoint {os.fspath(target)!r}: {err}") from err
         self._saved = (target, self.global_step)
+
+    def _found(self, path: Path) -> bool:
+        """Whether the checkpoint exists, the same answer on every rank: after a barrier (rank 0 has
+        finished any write and removed stale temporaries), each rank looks; a rank that does not see
+        rank 0's file (no shared filesystem) makes every rank raise."""
+        if not self.ranks.active:
+            return path.exists()
+        self.ranks.barrier()
+        seen = self.ranks.gather(path.exists())
+        if seen[0] and not all(seen):
+            missing = [r for r, s in enumerate(seen) if not s]
+            raise FileNotFoundError(
+                f"rank 0 has checkpoint {os.fspath(path)!r} but rank(s) {missing} do not see it: resuming "
+                "under several processes reads rank 0's file on every rank (a filesystem all ranks share)"
+            )
+        return bool(seen[0])
+
+    def _mapped(self, position: dict[str, int], length: int) -> dict[str, int]:
+        """The saved stream position for a loader of ``length`` batches per pass.
+
+        With the length the checkpoint was written with (the same world size, or another one with the
+        same global batch size) the position is kept: pass ``p``, batch ``j``. Otherwise (another world
+        size with the same per-rank batch size) only a checkpoint at the end of an epoch that ended a pass
+        maps: the run continues with the next pass at its first batch."""
+        saved = self._length
+        if saved is None or saved == length:
+            return position
+        done = int(position["drawn"])
+        if done == self.epoch * saved and int(position["batch"]) in (0, saved):
+            return {**position, "pass": self.epoch, "batch": 0, "drawn": self.epoch * length}
+        raise ValueError(
+            f"the checkpoint was written at batch {position['batch']} of {saved} in pass {position['pass']}, "
+            f"but the training loader now has {length} batches per pass (another number of processes or "
+            "batch size): the position does not map. Keep the global batch size (per-rank batch = global / "
+            "world size) so that the loader keeps its length, or resume from a checkpoint written at the end "
+            "of an epoch"
+        )
 
     # ------------------------------------------------------------------ logging
     def _open_logs(self, resumed: bool) -> None:
@@ -442,13 +541,22 @@ class Trainer:
         if epochs < 0:
             raise ValueError(f"epochs must be >= 0, got {epochs}")
         stream = BatchStream(train_loader, self.seed)
+        if self.ranks.active:  # every rank must take the same number of steps per epoch
+            lengths = self.ranks.gather(stream.length)
+            if len(set(lengths)) > 1:
+                raise ValueError(
+                    f"the ranks' training loaders have different lengths {lengths} (batches per pass, in "
+                    "rank order): each rank needs an equal slice of the data (a DistributedSampler over the "
+                    "same data set, the same batch size, drop_last alike)"
+                )
         resumed = False
         if resume is not False:
             path = self.checkpoint_path if resume is True else Path(resume)
             if path is None:
                 raise ValueError("resume=True needs a log_dir (or give the checkpoint's path)")
-            ckpt.remove_stale(path)  # a kill while writing leaves its temporary file
-            if path.exists():
+            if self.ranks.writer:
+                ckpt.remove_stale(path)  # a kill while writing leaves its temporary file
+            if self._found(path):
                 self.load_checkpoint(path)
                 resumed = True
             elif resume is not True:
@@ -457,10 +565,12 @@ class Trainer:
             torch.manual_seed(self.seed)
             random.seed(self.seed)
         if self._position is not None:
+            self._position = self._mapped(self._position, stream.length)
             stream.seek(self._position)
+        self._length = stream.length
         self.model.train()
-        self._open_logs(resumed)
-        bar = Progress(self.progress)
+        self._on_writer(lambda: self._open_logs(resumed), "open the logs")
+        bar = Progress(self.progress and self.ranks.writer)
         length = stream.length
         start_step, t_start = self.global_step, time.perf_counter()
         per_step = max(1, self.method.needs.batches)
