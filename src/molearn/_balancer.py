@@ -15,6 +15,7 @@ from .engine import (
     BatchedJacobian,
     ClosureJacobian,
     Collective,
+    DistributedLayerwise,
     GradBuffer,
     LayerRecorder,
     LayerwiseGramian,
@@ -235,9 +236,10 @@ class Balancer:
 
         distributed: under ``torch.distributed`` (docs/distributed.md). ``None`` (default): detected —
             with an initialised process group of more than one process and a ``DistributedDataParallel``
-            module owning the shared parameters (given as ``shared``/``module``, or found), every rank
-            computes the update of the union of the ranks' batches; FSDP, DTensor parameters or a process
-            group without a DDP wrapper raise an error naming them. ``True``: the same over the default
+            module, or FSDP2 ``fully_shard`` modules, owning the shared parameters (given as
+            ``shared``/``module``, or found), every rank computes the update of the union of the ranks'
+            batches; FSDP1, other DTensor parameters or a process group without a wrapper raise an error
+            naming them. ``True``: the same over the default
             group for a model that is not wrapped (data parallelism by hand). ``False``: each rank
             balances its own batch (refused for a DDP/FSDP-wrapped model: the ranks would drift apart).
 
@@ -302,8 +304,9 @@ class Balancer:
         self._chosen: dict[tuple[int, Any, str], Strategy] = {}
         self._recorder: LayerRecorder | None = None
         gramian = self._fixed if isinstance(self._fixed, LayerwiseGramian) else None
-        if gramian is None and self._fixed is None and self._may_use_gramian() and self._dist is None:
-            gramian = LayerwiseGramian()
+        own = self._dist is not None and self._dist.own_passes  # FSDP2: its passes, no layer hooks
+        if gramian is None and self._fixed is None and self._may_use_gramian() and not own:
+            gramian = LayerwiseGramian() if self._dist is None else DistributedLayerwise(self._dist)
         if gramian is not None and method.needs.gradients:
             if roots:
                 self._recorder = LayerRecorder(roots, self.shared)
@@ -346,9 +349,12 @@ class Balancer:
         return strategy
 
     def _check_distributed(self) -> None:
-        """Refuse, naming it, what is not exact across ranks yet (issue 16)."""
+        """Refuse, naming it, what is not exact across ranks yet (issue 16); a layer-wise Gramian becomes its
+        distributed twin (``engine._dist_layers``: the per-layer scheme)."""
         name = type(self.method).__name__
         needs = self.method.needs
+        assert self._dist is not None
+        self._dist.strategy_for(needs, self._fixed)  # FSDP2's own passes refuse what they cannot run
         if needs.closure:
             raise NotImplementedError(
                 f"{name} computes its own gradients at perturbed parameters (Needs.closure): not exact "
@@ -356,18 +362,16 @@ class Balancer:
                 "each rank's batch on its own"
             )
         fixed = self._fixed
-        if isinstance(fixed, LayerwiseGramian):
-            raise NotImplementedError(
-                "mode='gramian' (the layer-wise Gramian from per-layer activations) is not exact across "
-                "ranks yet (issue 16: the per-layer scheme); use mode='auto' (it picks the Jacobian "
-                "strategies under torch.distributed), 'loop' or 'batched'"
-            )
+        if isinstance(fixed, LayerwiseGramian):  # the per-layer scheme across ranks (engine._dist_layers)
+            assert self._dist is not None
+            self._fixed = fixed = DistributedLayerwise.like(fixed, self._dist)
         if isinstance(fixed, Representation) and needs.jacobian:
             raise NotImplementedError(
                 f"{name} needs the Jacobian: in mode='representation' that is not exact across ranks yet "
                 "(issue 16); use mode='auto', 'loop' or 'batched'"
             )
-        if fixed is not None and not isinstance(fixed, (LoopJacobian, BatchedJacobian, Representation)):
+        exact = (LoopJacobian, BatchedJacobian, Representation, LayerwiseGramian)
+        if fixed is not None and not isinstance(fixed, exact):
             raise NotImplementedError(
                 f"{fixed!r} is not exact across ranks (issue 16); use mode='auto', 'loop' or 'batched'"
             )
@@ -425,6 +429,9 @@ class Balancer:
         return strategy
 
     def _pick(self, k: int, needs: Any) -> Strategy:
+        own = None if self._dist is None else self._dist.strategy_for(needs, self._fixed)
+        if own is not None:  # FSDP2: one backward per objective through its hooks (engine._dist_fsdp)
+            return own
         if needs.closure:
             name = "closure"
         elif not needs.gradients:
@@ -437,9 +444,9 @@ class Balancer:
                     device=self.shared[0].device.type,
                     k=k,
                     gradients=needs.gradients,
-                    # across ranks the Gramian comes from the Jacobian's slices (the per-layer scheme is
-                    # not distributed yet): the rule of the Jacobian methods picks the strategy
-                    jacobian=needs.jacobian or self._dist is not None,
+                    # across ranks too: the layer-wise Gramian then picks, per layer and step, the form
+                    # that moves fewer bytes (engine._dist_layers); the one-process choice is unchanged
+                    jacobian=needs.jacobian,
                     batches=needs.batches,
                     closure=needs.closure,
                     compiled=self._compiled,
@@ -448,7 +455,10 @@ class Balancer:
             )
         strategy = self._strategies.get(name)
         if strategy is None:
-            strategy = self._strategies[name] = _NAMED[name]()
+            made = _NAMED[name]()
+            if self._dist is not None and isinstance(made, LayerwiseGramian):
+                made = DistributedLayerwise.like(made, self._dist)
+            strategy = self._strategies[name] = made
         return strategy
 
     def strategy_for(self, k: int) -> Strategy:
@@ -470,7 +480,10 @@ class Balancer:
     def _task_params(self, losses: Tensor) -> list[Tensor]:
         if self._tasks is None:
             shared_ids = {id(p) for p in self.shared}
-            self._tasks = [t for t in reachable_leaves([losses]) if id(t) not in shared_ids]
+            leaves = reachable_leaves([losses])
+            if self._dist is not None:  # FSDP2: the sharded parameters behind the graph's unsharded ones
+                leaves = self._dist.graph_leaves(leaves)
+            self._tasks = [t for t in leaves if id(t) not in shared_ids]
             if self._dist is not None:  # the ranks' reductions rely on one layout of the parameters
                 sizes = [t.numel() for t in self._tasks]  # fixed-length summary: count, size, order
                 summary = [len(sizes), sum(sizes), sum((i + 1) * n for i, n in enumerate(sizes))]
@@ -724,7 +737,12 @@ class Balancer:
             bad = (~torch.isfinite(losses)).nonzero().flatten().tolist()  # sync: after a failed check
             if bad:
                 vals = [float(losses[i]) for i in bad]
-                return _Problem("loss", bad, f"non-finite loss for objective(s) {bad}{where(b)}: {vals}")
+                ranks = ""
+                if self._dist is not None:  # every rank is here alike (the check saw the global losses)
+                    own = self._dist.ranks_where(not bool(torch.isfinite(p.losses.detach()).all()))
+                    ranks = f" (from rank {', '.join(map(str, own))} of {self._dist.world})" if own else ""
+                msg = f"non-finite loss for objective(s) {bad}{where(b)}: {vals}{ranks}"
+                return _Problem("loss", bad, msg)
         for b, p in enumerate(parts):
             g = p.inputs.gramian
             if g is None:

@@ -7,6 +7,7 @@
 
 from ._auto import RULES, Situation, batched_passes, choose
 from ._dist import Collective, detect, find_wrappers
+from ._dist_layers import DistributedLayerwise
 from ._grads import flat_jacobian, jacobian_batched, jacobian_loop
 from ._layers import LayerRecorder, describe_modules, external_uses
 from ._probe import Probe, perturbed
@@ -39,6 +40,7 @@ __all__ = [
     "BatchedJacobian",
     "ClosureJacobian",
     "Collective",
+    "DistributedLayerwise",
     "GradBuffer",
     "LayerRecorder",
     "LayerwiseGramian",

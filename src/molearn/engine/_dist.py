@@ -8,9 +8,13 @@ coordinator (:class:`molearn.Balancer`) asks this module for three things per st
 * the **global losses** (one all-reduce of K numbers) for the method, so that loss-weighting methods compute
   the same weights on every rank;
 * the **global per-objective statistics** (:func:`Collective.reduce_part`): the Gramian of the mean rows
-  needs cross-rank products, not a sum of the local Gramians. The local K×P Jacobian is reduce-scattered
+  needs cross-rank products, not a sum of the local Gramians. Where the backend's reduce-scatter is a ring
+  one (NCCL; ``Collective.sharded``), the local K×P Jacobian is reduce-scattered
   (each rank receives the mean rows over a 1/W slice of the columns), each rank forms the Gramian of its
-  slice, one K×K all-reduce sums them; a method that needs the Jacobian itself gets it all-reduced;
+  slice, one K×K all-reduce sums them; elsewhere (gloo, whose reduce-scatter moves an all-reduce's bytes),
+  and for a method that needs the Jacobian itself, the Jacobian is all-reduced; the layer-wise Gramian's
+  Linear/Conv/Embedding layers may all-gather their inputs and output-gradients instead, where that moves
+  fewer bytes (:mod:`~molearn.engine._dist_layers`);
 * a **global write**: the update of a weighted method is formed on the slices and all-gathered; what the
   ranks can only compute locally (a backward pass of ``Σ w_i L_i``) is staged, averaged with one all-reduce
   per step and then written.
@@ -38,8 +42,10 @@ from torch import Tensor
 from ._strategy import (
     BackwardPart,
     JacobianPart,
+    LayerwisePart,
     Part,
     RepresentationPart,
+    Strategy,
     gram_dtype,
     gramian_of,
 )
@@ -128,8 +134,9 @@ def detect(
 
     ``distributed=None`` (default): on when ``torch.distributed`` is initialised with more than one
     process and a ``DistributedDataParallel`` module owns the shared parameters (over its process group);
-    an FSDP/FSDP2 wrapper, DTensor parameters, ``DDP(static_graph=True)`` or a process group without any
-    wrapper raise an error that names them. ``True``: on over the DDP's group, or the default group when
+    FSDP2 ``fully_shard`` modules: :mod:`._dist_fsdp` (over their mesh's group, on any number of processes);
+    FSDP1, DTensor parameters without ``fully_shard``, ``DDP(static_graph=True)`` or a process group without
+    any wrapper raise an error that names them. ``True``: on over the DDP's group, or the default group when
     the model is not wrapped (data parallelism by hand). ``False``: each rank balances its own batch."""
     if not _initialised():
         if distributed is True:
@@ -151,13 +158,10 @@ def detect(
         return None
 
     wrappers = find_wrappers(roots, params, scan=True)
-    if wrappers.fsdp:
-        raise NotImplementedError(
-            f"molearn found {', '.join(sorted(set(wrappers.fsdp)))}: FSDP/FSDP2 sharded training is not "
-            f"supported yet ({ISSUE}: the plan reduce-scatters the per-objective gradient shards FSDP "
-            "already holds and all-reduces the K×K Gramian). Wrap the model in DistributedDataParallel, "
-            "or use one process"
-        )
+    if wrappers.fsdp:  # FSDP2 (fully_shard): engine._dist_fsdp; FSDP1 and tensor parallelism: refused there
+        from ._dist_fsdp import fsdp2_collective
+
+        return fsdp2_collective(roots, params, wrappers.fsdp)
     ddp = wrappers.ddp
     group = None
     if ddp is not None:
@@ -234,9 +238,29 @@ class Collective:
         self.local = LocalUpdates()
         self._rng: torch.Generator | None = None
         self._ddp_ids: set[int] | None = None
+        self.sharded = self._ring_reduce_scatter()
+
+    def _ring_reduce_scatter(self) -> bool:
+        """Whether the backend's reduce-scatter sends half an all-reduce's bytes (NCCL's ring does; gloo's is
+        an all-reduce, measured in ``benchmarks/results/dist.md``). Only then is the sharded Jacobian
+        (reduce-scatter K·P, all-gather P/W: (K + 1)/2× DDP's traffic) cheaper than all-reducing it (K×)."""
+        import torch.distributed as dist
+
+        return "nccl" in str(dist.get_backend(self.group)).lower()
 
     def __repr__(self) -> str:
         return f"Collective(world={self.world}, rank={self.rank}, ddp={self.ddp is not None})"
+
+    #: whether the per-objective passes are the collective's own (FSDP2: through FSDP's hooks)
+    own_passes = False
+
+    def strategy_for(self, needs: Any, fixed: Strategy | None) -> Strategy | None:
+        """The collective's own strategy for a method with these needs (``None``: the Balancer picks)."""
+        return None
+
+    def graph_leaves(self, leaves: list[Tensor]) -> list[Tensor]:
+        """The parameters the Balancer writes behind the losses' graph leaves (FSDP2: the sharded ones)."""
+        return leaves
 
     # ------------------------------------------------------------------ collectives
     def _comm(self, t: Tensor) -> Tensor:
@@ -324,6 +348,18 @@ class Collective:
         ids = self._ddp_ids
         return bool(ids) and all(id(p) in ids for p in [*req.shared, *req.tasks])
 
+    def ranks_where(self, flag: bool) -> list[int]:
+        """The ranks whose ``flag`` is true (one all-reduce of W numbers and a host read: for an error
+        message, on a path every rank takes alike, e.g. after the global finite check failed)."""
+        import torch.distributed as dist
+
+        v = torch.zeros(self.world, dtype=torch.float64)
+        v[self.rank] = float(flag)
+        buf = self._comm(v)
+        self.log.add("all_reduce", buf)
+        dist.all_reduce(buf, group=self.group)
+        return [r for r, x in enumerate(buf.cpu().tolist()) if x]  # sync: after a failed check
+
     def check_same(self, what: str, values: Sequence[int]) -> None:
         """Raise on every rank unless every rank has the same ``values`` (one all-reduce of their maxima and
         minima; a host read: call it once, not per step)."""
@@ -377,10 +413,16 @@ class Collective:
 
     def reduce_part(self, part: Part, *, jacobian: bool, gramian: bool) -> Part:
         """The batch's part with global statistics and a global write (see the module docstring)."""
+        if isinstance(part, LayerwisePart):  # the per-layer scheme: gathered rows (see _dist_layers)
+            from ._dist_layers import reduce_layerwise
+
+            return reduce_layerwise(self, part)
         if isinstance(part, JacobianPart):
-            if jacobian:  # the method reads the rows themselves: every rank gets the mean Jacobian
+            if jacobian or not self.sharded:  # the rows themselves, or a backend without a ring
+                # reduce-scatter: every rank gets the mean Jacobian
                 glob = JacobianPart(part.req, self.all_reduce_mean(part.full_jac))
-                glob.gramian = gramian_of(glob.full_jac[:, : glob.n_shared])
+                if gramian and glob.gramian is None:
+                    glob.gramian = gramian_of(glob.full_jac[:, : glob.n_shared])
                 return glob
             return ShardedJacobianPart(self, part, gramian=gramian)
         if isinstance(part, RepresentationPart):
