@@ -29,6 +29,10 @@ data, identical for every method, are not counted). The report gives both as rat
 
 A failed run (non-finite loss, an exception) is listed in the report with its error and makes the exit status
 1; the other runs go on.
+
+**Under torchrun** (:mod:`molearn.compare._ranks`): the ranks share out the runs (``cuda`` becomes each rank's
+``cuda:LOCAL_RANK``), gather the results, and rank 0 writes the one report; the numbers are the one-process
+comparison's (every run is seeded by its own seed).
 """
 
 from __future__ import annotations
@@ -79,6 +83,7 @@ from ._config import (
     positive_number,
     schedule_from,
 )
+from ._ranks import Shard, shard_from_env
 from ._select import BEST_VAL, LAST, EpochScores, safe_delta_m, select_epoch, select_single_task_epoch
 
 __all__ = [
@@ -495,6 +500,7 @@ def run_one(spec: RunSpec) -> dict[str, Any]:
             seed=spec.seed,
             progress=False,
             objective_names=list(bm.tasks),
+            distributed=False,  # an independent run, also inside a process group (compare under torchrun)
         )
         if device.type == "cuda":
             torch.cuda.synchronize(device)
@@ -710,9 +716,13 @@ def run(
     log: Callable[[str], None] = print,
     progress: bool = False,
     info: dict[str, Any] | None = None,
+    shard: Shard | None = None,
 ) -> CompareResult:
     """Check the benchmark (dry run), run the STL baselines (cached) and every (method, seed), select each
-    run's epoch and compute Δm; returns the records (nothing written but the runs' logs under ``out``)."""
+    run's epoch and compute Δm; returns the records (nothing written but the runs' logs under ``out``).
+
+    ``shard`` (several processes, :mod:`molearn.compare._ranks`): this rank trains its share of the runs,
+    the results are gathered, and every rank returns the same result; only rank 0 writes the STL cache."""
     from ..methods import get
     from ._report import RunRecord
 
@@ -720,8 +730,11 @@ def run(
     bm = cfg.benchmark
     info = check_benchmark(cfg) if info is None else info
     out_dir = Path(out)
-    if threads is None:
-        threads = max(1, (os.cpu_count() or 1) // max(1, jobs)) if cfg.device == "cpu" else 0
+    writer = shard is None or shard.writer
+    device = cfg.device if shard is None else shard.device(cfg.device)
+    if threads is None:  # the cores of this machine shared by the runs in parallel on it
+        local = 1 if shard is None else shard.local_world
+        threads = max(1, (os.cpu_count() or 1) // (max(1, jobs) * local)) if cfg.device == "cpu" else 0
     measure = jobs > 0 or cfg.device != "cpu"
     ref = cfg.benchmark_ref if cfg.benchmark_ref is not None else bm
     labels = {m: type(get(m, **kw)).__name__ for m, kw in cfg.methods.items()}
@@ -733,22 +746,28 @@ def run(
         label: str, method: str, kwargs: dict[str, Any], seed: int, folder: str, task: int | None
     ) -> RunSpec:
         log_dir = str(out_dir / "runs" / folder)
-        return RunSpec(label, method, kwargs, seed, ref, cfg.schedule, cfg.device, log_dir, measure, resume,
+        return RunSpec(label, method, kwargs, seed, ref, cfg.schedule, device, log_dir, measure, resume,
                        threads, task)  # fmt: skip
 
     specs: list[RunSpec] = []
     stl_cached: dict[tuple[int, int], dict[str, Any]] = {}
     cache = stl_cache_dir()
-    if bm.baselines is None:
+    if bm.baselines is None and writer:  # across ranks: rank 0's cache decides, its records are sent
         for seed in cfg.seeds:
-            for k, task in enumerate(bm.tasks):
+            for k in range(len(bm.tasks)):
                 path = cache / f"{_stl_key(cfg, info['fingerprint'], seed, k)}.json"
                 if path.is_file():
                     try:
                         stl_cached[(seed, k)] = read_stl_cache(path)
-                        continue
                     except ValueError as err:
                         log(f"warning: ignoring {err}; running it again")
+    if shard is not None:
+        stl_cached = shard.broadcast(stl_cached)
+    if bm.baselines is None:
+        for seed in cfg.seeds:
+            for k, task in enumerate(bm.tasks):
+                if (seed, k) in stl_cached:
+                    continue
                 onehot = [1.0 if i == k else 0.0 for i in range(len(bm.tasks))]
                 specs.append(
                     spec(f"STL-{task}", "fixed", {"weights": onehot}, seed, f"stl-{k}-seed{seed}", k)
@@ -757,11 +776,19 @@ def run(
         for seed in cfg.seeds:
             specs.append(spec(labels[m], m, kw, seed, f"{m}-seed{seed}", None))
     specs.sort(key=lambda s: -_cost_weight(s.method))  # longest first keeps the workers busy to the end
-    log(
-        f"compare: {len(cfg.methods)} methods × {len(cfg.seeds)} seeds on {bm.name} "
-        f"({cfg.schedule_name} schedule), {len(stl_cached)} STL runs cached, {len(specs)} runs to do"
-    )
-    results = _execute(specs, jobs, log, progress)
+    if writer:
+        log(
+            f"compare: {len(cfg.methods)} methods × {len(cfg.seeds)} seeds on {bm.name} "
+            f"({cfg.schedule_name} schedule), {len(stl_cached)} STL runs cached, {len(specs)} runs to do"
+            + ("" if shard is None else f", split over {shard.world} processes")
+        )
+    if shard is None:
+        results = _execute(specs, jobs, log, progress)
+    else:  # this rank's share; then every rank's results on every rank
+        mine = shard.take(specs)
+        rank = shard.rank
+        results = _execute(mine, jobs, lambda line: log(f"rank {rank}: {line}"), progress and shard.writer)
+        results = {key: r for part in shard.gather(results) for key, r in part.items()}
 
     # ---- single-task baselines, each STL run at its own selected epoch
     given = bm.baselines is not None
@@ -777,7 +804,7 @@ def run(
                 r = stl_cached.get((seed, k)) or results.get((f"STL-{task}", seed))
                 if r is None:
                     continue
-                if (seed, k) not in stl_cached and not r["error"] and r["history"]:
+                if writer and (seed, k) not in stl_cached and not r["error"] and r["history"]:
                     cache.mkdir(parents=True, exist_ok=True)
                     path = cache / f"{_stl_key(cfg, info['fingerprint'], seed, k)}.json"
                     tmp = path.with_name(path.name + f".{os.getpid()}.part")
@@ -953,7 +980,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--epochs", default=None, help="change the schedule's number of epochs")
     parser.add_argument("--batch-size", default=None, help="change the schedule's training batch size")
     parser.add_argument("--lr", default=None, help="change the schedule's learning rate")
-    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps or auto (default: auto)")
+    parser.add_argument(
+        "--device",
+        default=None,
+        help="cpu, cuda, cuda:1, mps or auto (default: auto); under torchrun the ranks share out the runs, "
+        "cuda meaning each rank's cuda:LOCAL_RANK, and rank 0 writes the report",
+    )
     parser.add_argument(
         "--jobs",
         default=None,
@@ -1035,21 +1067,37 @@ def _compare_and_report(
                 f"--resume: {out} holds runs of another configuration ({saved}); use another --out"
             )
     t0 = time.perf_counter()
-    info = _dry_run(cfg)
-    out.mkdir(parents=True, exist_ok=True)
-    saved.write_text(json.dumps(_config_json(cfg), indent=2, default=str) + "\n")
-    result = run(
-        cfg,
-        out,
-        jobs=opts["jobs"],
-        threads=opts["threads"],
-        resume=resume,
-        progress=progress,
-        info=info,
-        log=log,
-    )
+    shard = shard_from_env()  # under torchrun: this rank's share of the runs, rank 0 writes
+    try:
+        info = _dry_run(cfg if shard is None else dataclasses.replace(cfg, device=shard.device(cfg.device)))
+        if shard is None or shard.writer:
+            out.mkdir(parents=True, exist_ok=True)
+            saved.write_text(json.dumps(_config_json(cfg), indent=2, default=str) + "\n")
+        result = run(
+            cfg,
+            out,
+            jobs=opts["jobs"],
+            threads=opts["threads"],
+            resume=resume,
+            progress=progress,
+            info=info,
+            log=log,
+            shard=shard,
+        )
+    finally:
+        if shard is not None:
+            shard.close()
     wall = time.perf_counter() - t0
+    result.seconds = wall
+    if shard is not None and not shard.writer:
+        return result  # the other ranks write nothing (result.report stays None)
     notes = [*_notes(cfg, result, opts["jobs"]), f"Wall time of this invocation: {wall:.0f} s."]
+    if shard is not None:
+        notes.append(
+            f"Runs split over {shard.world} processes (torchrun), each run trained by one of them"
+            + (" on its own GPU (cuda:LOCAL_RANK)" if cfg.device == "cuda" else "")
+            + "; rank 0 gathered the results and wrote this report."
+        )
     bm = cfg.benchmark
     write_report(
         result.records,
@@ -1067,7 +1115,6 @@ def _compare_and_report(
         schedule_detail=cfg.schedule.describe(),
     )
     result.report = out / "report.md"
-    result.seconds = wall
     return result
 
 
@@ -1127,6 +1174,8 @@ def run_cli(args: argparse.Namespace) -> int:
         )
     except (ConfigError, BenchmarkError) as err:
         return fail(str(err))
+    if result.report is None:  # another rank of a comparison under torchrun: rank 0 reports
+        return 1 if result.failed else 0
     md = format_markdown(result.records, command=command, versions={}, summaries=summarise(result.records))
     table = md.split("\n| rank", 1)
     if len(table) == 2:
