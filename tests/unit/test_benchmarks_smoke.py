@@ -118,3 +118,32 @@ def test_bench_loss_only_quick(tmp_path: Path) -> None:
         assert {r["variant"] for r in rows if r["model"] == model and r["K"] == "2"} == variants
     assert all(float(r["time_s"]) > 0 and float(r["vs_ew"]) > 0 for r in rows)
     assert "| mlp | 2 | ew/auto |" in (tmp_path / "loss_only.md").read_text()
+
+
+def test_bench_dist_quick(tmp_path: Path) -> None:
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_gloo_available()):
+        pytest.skip("torch.distributed with gloo is needed")
+    mod = _load("bench_dist")
+    assert mod.main(["--quick", "--out", str(tmp_path)]) == 0
+    every = _csv(tmp_path / "dist.csv")
+    rows = {r["variant"]: r for r in every if r["family"] != "collectives alone"}
+    assert set(rows) == {mod.REFERENCE, *mod.VARIANTS}
+    assert sum(r["family"] == "collectives alone" for r in every) == 4
+    assert all(r["world"] == "2" and r["K"] == "2" for r in rows.values())
+    p = int(rows[mod.REFERENCE]["P"])
+    # DDP's hooks run for the reference and for loss-only writes with the finite check off, never else
+    assert int(rows[mod.REFERENCE]["ddp_bytes"]) == 4 * p
+    assert int(rows["EW (check off)"]["ddp_bytes"]) == 4 * p and int(rows["EW"]["ddp_bytes"]) == 0
+    assert int(rows["MGDA"]["ddp_bytes"]) == 0
+    # on gloo: the losses, the trunk layer's row count (int64), the all-reduced K×P Jacobian
+    assert int(rows["MGDA"]["given_bytes"]) == 4 * 2 + 8 + 4 * 2 * p
+    # the per-layer scheme: the losses, the row count, the K×34 Jacobian of the parameters in gradient form,
+    # the gathered rows of the one activation-form layer (8 rows: 8 inputs and 2×16 output-gradients), the
+    # averaged write of its 144 parameters (and 2 reached-flags)
+    assert int(rows["MGDA (per-layer)"]["given_bytes"]) == 4 * 2 + 8 + 4 * 2 * 34 + 4 * 8 * (
+        8 + 2 * 16
+    ) + 4 * (144 + 2)
+    assert all(float(r["time_s"]) > 0 and float(r["vs_ddp_time"]) > 0 for r in every)
+    assert "| 8 | 2 | 2 | MGDA | Gramian |" in (tmp_path / "dist.md").read_text()
