@@ -22,6 +22,9 @@ from molearn.datasets import ENV_CACHE
 from . import _compare_launched as cl
 from .test_launchers import ROOT, _env, _run, torchrun
 
+# the command line needs the cli extra (tqdm): absent from the test-core environments of test-versions.sh
+pytest.importorskip("tqdm")
+
 pytestmark = pytest.mark.skipif(
     not (dist.is_available() and dist.is_gloo_available()), reason="torch.distributed with gloo is needed"
 )
