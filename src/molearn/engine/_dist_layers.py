@@ -46,7 +46,6 @@ from ._strategy import (
     Part,
     Request,
     _no_autocast,
-    _or_zeros,
     _Plan,
     gram_dtype,
     gramian_of,
@@ -218,43 +217,17 @@ class DistributedLayerwise(LayerwiseGramian):
         edges = [c.edge for i in act for c in calls[i]]
         return _Plan(act, [*direct_shared, *req.tasks], len(direct_shared), edges)
 
-    def compute(self, req: Request) -> Part:
-        """The local passes (as :meth:`LayerwiseGramian.compute`) without the local Gramian."""
-        rec = self.recorder
-        calls = rec.take() if rec is not None else []
-        plan = self._plan(req, calls)
-        k = req.k
-        device = req.losses.device
-        act_calls = [calls[i] for i in plan.act]
-        ref = req.shared[0]
-        inputs: list[Any] = [*plan.edges, *plan.direct]
-        n_edges = len(plan.edges)
-        per_pass = self._per_pass(req, plan, calls, device) if inputs else 1
-        self.last_per_pass = min(per_pass, k)
-        jac: Tensor | None = None
-        blocks: list[Tensor] | None = None
-        deltas: list[list[Tensor]] = []
-        grads = self._single_pass(req, inputs) if per_pass > 1 and k <= per_pass else None
-        if grads is not None:
-            it = iter(grads[:n_edges])
-            deltas = [[_or_zeros(next(it), (k, *c.shape), c.dtype, device) for c in cs] for cs in act_calls]
-            blocks = [
-                _or_zeros(g, (k, p.numel()), ref.dtype, device).reshape(k, -1)
-                for p, g in zip(plan.direct, grads[n_edges:], strict=True)
-            ]
-        else:
-            width = sum(p.numel() for p in plan.direct)
-            jac = torch.empty(k, width, dtype=ref.dtype, device=device)
-            deltas = [
-                [torch.empty((k, *c.shape), dtype=c.dtype, device=device) for c in cs] for cs in act_calls
-            ]
-            flat_deltas = [d for ds in deltas for d in ds]
-            if inputs and per_pass > 1:
-                self._batched(req, inputs, n_edges, per_pass, jac, flat_deltas)
-            elif inputs:
-                self._loop(req, inputs, n_edges, jac, flat_deltas)
-        layers = [rec.layers[i] for i in plan.act] if rec is not None else []
-        placeholder = torch.zeros(0)
+    def _part(
+        self,
+        req: Request,
+        plan: _Plan,
+        layers: list[Layer],
+        act_calls: list[list[Call]],
+        deltas: list[list[Tensor]],
+        jac: Tensor | None,
+        blocks: list[Tensor] | None,
+    ) -> Part:
+        """The rank's part without a local Gramian (:meth:`Collective.reduce_part` forms the global one)."""
         return RankLayerwisePart(
             req,
             layers,
@@ -264,7 +237,7 @@ class DistributedLayerwise(LayerwiseGramian):
             plan.n_direct_shared,
             jac,
             blocks,
-            placeholder,
+            torch.zeros(0),  # placeholder Gramian
             rows=self._rows,
         )
 

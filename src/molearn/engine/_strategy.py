@@ -585,8 +585,24 @@ class LayerwiseGramian(Strategy):
                 self._batched(req, inputs, n_edges, per_pass, jac, flat_deltas)
             elif inputs:
                 self._loop(req, inputs, n_edges, jac, flat_deltas)
-        gd = gram_dtype(ref.dtype)
         layers = [rec.layers[i] for i in plan.act] if rec is not None else []
+        return self._part(req, plan, layers, act_calls, deltas, jac, blocks)
+
+    def _part(
+        self,
+        req: Request,
+        plan: _Plan,
+        layers: list[Layer],
+        act_calls: list[list[Call]],
+        deltas: list[list[Tensor]],
+        jac: Tensor | None,
+        blocks: list[Tensor] | None,
+    ) -> Part:
+        """The batch's part from the passes' results: here with the local Gramian (the distributed
+        strategy forms a global one instead)."""
+        k = req.k
+        device = req.losses.device
+        gd = gram_dtype(req.shared[0].dtype)
         ns = plan.n_direct_shared
         with _no_autocast(device):
             if jac is not None:
