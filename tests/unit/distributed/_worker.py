@@ -266,6 +266,32 @@ def worker(rank: int, world: int, port: int, outdir: str, plan: list[str]) -> No
         dist.destroy_process_group()
 
 
+def spawn(
+    target: Callable[..., None], world: int, tmp: Path, plan: Any, timeout: float
+) -> list[dict[str, Any]]:
+    """Run ``target(rank, world, port, tmp, plan)`` on ``world`` spawned processes and load what each saved
+    to ``tmp/rank{r}.pt``; a process still alive after ``timeout`` s is killed and fails the test (a hang)."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    port = free_port()
+    procs = [
+        ctx.Process(target=target, args=(r, world, port, str(tmp), plan), daemon=True) for r in range(world)
+    ]
+    for p in procs:
+        p.start()
+    deadline = time.monotonic() + timeout
+    for p in procs:
+        p.join(max(0.0, deadline - time.monotonic()))
+    hung = [r for r, p in enumerate(procs) if p.is_alive()]
+    for p in procs:
+        if p.is_alive():
+            p.kill()
+            p.join()
+    assert not hung, f"ranks {hung} still running after {timeout} s (a hang)"
+    return [torch.load(Path(tmp) / f"rank{r}.pt", weights_only=False) for r in range(world)]
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

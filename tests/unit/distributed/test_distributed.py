@@ -8,8 +8,6 @@ and every rank must hold the same parameters and the same method state.
 
 from __future__ import annotations
 
-import multiprocessing as mp
-import time
 from pathlib import Path
 from typing import Any
 
@@ -78,24 +76,7 @@ REFERENCE: dict[str, tuple[str, dict[str, Any]]] = {
 def launch(world: int, plan: list[str], tmp: Path, timeout: float = 120.0) -> list[dict[str, Any]]:
     """Run ``_worker.worker`` on ``world`` processes; a process still alive after ``timeout`` s is killed
     and fails the test (a hang)."""
-    ctx = mp.get_context("spawn")
-    port = _worker.free_port()
-    procs = [
-        ctx.Process(target=_worker.worker, args=(r, world, port, str(tmp), plan), daemon=True)
-        for r in range(world)
-    ]
-    for p in procs:
-        p.start()
-    deadline = time.monotonic() + timeout
-    for p in procs:
-        p.join(max(0.0, deadline - time.monotonic()))
-    hung = [r for r, p in enumerate(procs) if p.is_alive()]
-    for p in procs:
-        if p.is_alive():
-            p.kill()
-            p.join()
-    assert not hung, f"ranks {hung} still running after {timeout} s (a hang)"
-    return [torch.load(tmp / f"rank{r}.pt", weights_only=False) for r in range(world)]
+    return _worker.spawn(_worker.worker, world, tmp, plan, timeout)
 
 
 def _states_equal(a: Any, b: Any) -> bool:

@@ -9,8 +9,6 @@ must follow the formulas of docs/distributed.md.
 
 from __future__ import annotations
 
-import multiprocessing as mp
-import time
 import traceback
 from pathlib import Path
 from typing import Any
@@ -164,23 +162,7 @@ def worker(rank: int, world: int, port: int, outdir: str, plan: list[str]) -> No
 
 
 def launch(world: int, plan: list[str], tmp: Path, timeout: float = 120.0) -> list[dict[str, Any]]:
-    ctx = mp.get_context("spawn")
-    port = _worker.free_port()
-    procs = [
-        ctx.Process(target=worker, args=(r, world, port, str(tmp), plan), daemon=True) for r in range(world)
-    ]
-    for p in procs:
-        p.start()
-    deadline = time.monotonic() + timeout
-    for p in procs:
-        p.join(max(0.0, deadline - time.monotonic()))
-    hung = [r for r, p in enumerate(procs) if p.is_alive()]
-    for p in procs:
-        if p.is_alive():
-            p.kill()
-            p.join()
-    assert not hung, f"ranks {hung} still running after {timeout} s (a hang)"
-    results = [torch.load(tmp / f"rank{r}.pt", weights_only=False) for r in range(world)]
+    results = _worker.spawn(worker, world, tmp, plan, timeout)
     for r, res in enumerate(results):
         assert "crash" not in res, f"rank {r}:\n{res['crash']}"
     return results

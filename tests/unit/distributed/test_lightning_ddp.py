@@ -4,8 +4,6 @@ union batches; the method state goes into Lightning checkpoints and back."""
 
 from __future__ import annotations
 
-import multiprocessing as mp
-import time
 from pathlib import Path
 from typing import Any
 
@@ -27,24 +25,7 @@ TOL = 1e-6
 
 
 def _launch(world: int, tmp: Path, timeout: float = 150.0) -> list[dict[str, Any]]:
-    ctx = mp.get_context("spawn")
-    port = _worker.free_port()
-    procs = [
-        ctx.Process(target=lw.run, args=(r, world, port, str(tmp), METHODS), daemon=True)
-        for r in range(world)
-    ]
-    for p in procs:
-        p.start()
-    deadline = time.monotonic() + timeout
-    for p in procs:
-        p.join(max(0.0, deadline - time.monotonic()))
-    hung = [r for r, p in enumerate(procs) if p.is_alive()]
-    for p in procs:
-        if p.is_alive():
-            p.kill()
-            p.join()
-    assert not hung, f"ranks {hung} still running after {timeout} s (a hang)"
-    return [torch.load(tmp / f"rank{r}.pt", weights_only=False) for r in range(world)]
+    return _worker.spawn(lw.run, world, tmp, METHODS, timeout)
 
 
 @pytest.fixture(scope="module")

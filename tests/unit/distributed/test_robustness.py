@@ -15,8 +15,6 @@
 
 from __future__ import annotations
 
-import multiprocessing as mp
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -40,23 +38,7 @@ def launch(
 ) -> list[dict[str, Any]]:
     """Run ``target`` on ``world`` spawned processes; one still alive after ``timeout`` s is killed and fails
     the test (a hang)."""
-    ctx = mp.get_context("spawn")
-    port = _worker.free_port()
-    procs = [
-        ctx.Process(target=target, args=(r, world, port, str(tmp), plan), daemon=True) for r in range(world)
-    ]
-    for p in procs:
-        p.start()
-    deadline = time.monotonic() + timeout
-    for p in procs:
-        p.join(max(0.0, deadline - time.monotonic()))
-    hung = [r for r, p in enumerate(procs) if p.is_alive()]
-    for p in procs:
-        if p.is_alive():
-            p.kill()
-            p.join()
-    assert not hung, f"ranks {hung} still running after {timeout} s (a hang)"
-    return [torch.load(tmp / f"rank{r}.pt", weights_only=False) for r in range(world)]
+    return _worker.spawn(target, world, tmp, plan, timeout)
 
 
 def _diff(a: torch.Tensor, b: torch.Tensor) -> float:

@@ -11,8 +11,6 @@ rank 0 are errors on every rank.
 from __future__ import annotations
 
 import csv
-import multiprocessing as mp
-import time
 from pathlib import Path
 from typing import Any
 
@@ -33,23 +31,7 @@ STEPS = 3 * tw.EPOCHS
 
 
 def _launch(world: int, names: list[str], tmp: Path, timeout: float = 120.0) -> list[dict[str, Any]]:
-    ctx = mp.get_context("spawn")
-    port = _worker.free_port()
-    procs = [
-        ctx.Process(target=tw.run, args=(r, world, port, str(tmp), names), daemon=True) for r in range(world)
-    ]
-    for p in procs:
-        p.start()
-    deadline = time.monotonic() + timeout
-    for p in procs:
-        p.join(max(0.0, deadline - time.monotonic()))
-    hung = [r for r, p in enumerate(procs) if p.is_alive()]
-    for p in procs:
-        if p.is_alive():
-            p.kill()
-            p.join()
-    assert not hung, f"ranks {hung} still running after {timeout} s (a hang)"
-    return [torch.load(tmp / f"rank{r}.pt", weights_only=False) for r in range(world)]
+    return _worker.spawn(tw.run, world, tmp, names, timeout)
 
 
 def _equal(a: Any, b: Any) -> bool:
