@@ -1,7 +1,5 @@
 """``python -m molearn``: the same as the ``molearn`` command."""
 
-import sys
+from .cli import run
 
-from .cli import main
-
-sys.exit(main())
+run()

@@ -9,15 +9,25 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import shlex
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 from ._options import did_you_mean, parse_methods, parse_seeds
 
-__all__ = ["COMMANDS", "Command", "build_parser", "did_you_mean", "main", "parse_methods", "parse_seeds"]
+__all__ = [
+    "COMMANDS",
+    "Command",
+    "build_parser",
+    "did_you_mean",
+    "main",
+    "parse_methods",
+    "parse_seeds",
+    "run",
+]
 
 
 @dataclass(frozen=True)
@@ -80,5 +90,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     return int(args._run(args))
 
 
+def run() -> NoReturn:
+    """The ``molearn`` script and ``python -m molearn``: :func:`main`, then exit with its status.
+
+    A run under ``torchrun`` (``molearn compare`` across ranks) leaves without the interpreter's teardown:
+    gloo's worker threads may still be releasing the last collective's tensors then, and a thread that
+    cannot take the GIL aborts the process (SIGABRT, "terminate called without an active exception",
+    pytorch/pytorch#179291) after the report was written."""
+    code = main()
+    dist = sys.modules.get("torch.distributed")
+    if dist is not None and dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
+
+
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    run()

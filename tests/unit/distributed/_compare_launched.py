@@ -57,4 +57,6 @@ def main(out: Path) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(Path(sys.argv[1])))
+    from . import _worker
+
+    _worker.shutdown(main(Path(sys.argv[1])))

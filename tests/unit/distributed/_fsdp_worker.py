@@ -198,5 +198,4 @@ def worker(rank: int, world: int, port: int, outdir: str, plan: list[str]) -> No
     except Exception:
         results["crash"] = traceback.format_exc()
     torch.save(results, Path(outdir) / f"rank{rank}.pt")
-    if dist.is_initialized():
-        dist.destroy_process_group()
+    _worker.shutdown()

@@ -12,14 +12,14 @@ import os
 import sys
 import traceback
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import torch
 
-from . import _hf_worker
+from . import _hf_worker, _worker
 
 
-def main(argv: list[str]) -> int:
+def main(argv: list[str]) -> NoReturn:
     out, methods = Path(argv[0]), argv[1:]
     rank = int(os.environ["RANK"])
     torch.set_num_threads(1)
@@ -30,12 +30,8 @@ def main(argv: list[str]) -> int:
     except Exception:
         results["crash"] = traceback.format_exc()
     torch.save(results, out / f"rank{rank}.pt")
-    import torch.distributed as dist
-
-    if dist.is_initialized():
-        dist.destroy_process_group()
-    return 1 if "crash" in results else 0
+    _worker.shutdown(1 if "crash" in results else 0)
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    main(sys.argv[1:])

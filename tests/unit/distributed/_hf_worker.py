@@ -14,6 +14,8 @@ from typing import Any
 
 import torch
 
+from . import _worker
+
 STEPS = 3
 ITEMS = 8
 
@@ -113,7 +115,4 @@ def run(rank: int, world: int, port: int, outdir: str, methods: list[str]) -> No
     except Exception:
         results["crash"] = traceback.format_exc()
     torch.save(results, out / f"rank{rank}.pt")
-    import torch.distributed as dist
-
-    if dist.is_initialized():
-        dist.destroy_process_group()
+    _worker.shutdown()

@@ -108,7 +108,4 @@ def run(rank: int, world: int, port: int, outdir: str, methods: list[str]) -> No
     except Exception:
         results["crash"] = traceback.format_exc()
     torch.save(results, out / f"rank{rank}.pt")
-    import torch.distributed as dist
-
-    if dist.is_initialized():
-        dist.destroy_process_group()
+    _worker.shutdown()

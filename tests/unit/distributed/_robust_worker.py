@@ -228,8 +228,7 @@ def worker(rank: int, world: int, port: int, outdir: str, plan: Sequence[str]) -
     torch.save(results, Path(outdir) / f"rank{rank}.pt")
     if failure is not None:
         os._exit(0)  # no orderly shutdown with a peer gone
-    if dist.is_initialized():
-        dist.destroy_process_group()
+    _worker.shutdown()
 
 
 def lightning(rank: int, world: int, port: int, outdir: str, methods: list[str]) -> None:

@@ -146,5 +146,4 @@ def run(rank: int, world: int, port: int, outdir: str, names: list[str]) -> None
     except Exception:
         results["crash"] = traceback.format_exc()
     torch.save(results, out / f"rank{rank}.pt")
-    if dist.is_initialized():
-        dist.destroy_process_group()
+    _worker.shutdown()

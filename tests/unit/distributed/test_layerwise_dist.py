@@ -157,8 +157,7 @@ def worker(rank: int, world: int, port: int, outdir: str, plan: list[str]) -> No
     except Exception:
         results["crash"] = traceback.format_exc()
     torch.save(results, Path(outdir) / f"rank{rank}.pt")
-    if dist.is_initialized():
-        dist.destroy_process_group()
+    _worker.shutdown()
 
 
 def launch(world: int, plan: list[str], tmp: Path, timeout: float = 120.0) -> list[dict[str, Any]]:
