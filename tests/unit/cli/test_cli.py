@@ -16,3 +16,15 @@ def test_every_command_has_a_subparser() -> None:
     for cmd in cli.COMMANDS:
         args = parser.parse_args([cmd.name])
         assert args._run is cmd.run
+
+
+def test_run_exits_with_the_status_of_main(monkeypatch) -> None:
+    """``molearn.cli.run`` (the console script) exits with what ``main`` returned; with no process group it
+    leaves through ``sys.exit`` (the interpreter's ordinary teardown)."""
+    import pytest
+
+    for code in (0, 2):
+        monkeypatch.setattr(cli, "main", lambda code=code: code)
+        with pytest.raises(SystemExit) as exit_info:
+            cli.run()
+        assert exit_info.value.code == code

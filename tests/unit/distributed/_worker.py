@@ -210,9 +210,9 @@ def shutdown(code: int = 0) -> NoReturn:
     Python objects; if the interpreter is being torn down by then, the thread cannot take the GIL and the
     process aborts (SIGABRT, "terminate called without an active exception"; seen in about 1 of 30 3-process
     runs on torch 2.13, with a core dump showing ``~AsyncWork`` in ``ProcessGroupGloo::runLoop`` during
-    ``Py_FinalizeEx``; pytorch/pytorch#179291). ``destroy_process_group()`` does not join those threads while
-    anything else (a DDP reducer) still holds the group, so the rank's results are saved first and the
-    process ends with ``os._exit``."""
+    ``Py_FinalizeEx``; pytorch/pytorch#179291). ``destroy_process_group()`` did not join those threads (the
+    group stayed alive after it, its threads too), so the rank's results are saved first and the process
+    ends with ``os._exit``."""
     import torch.distributed as dist
 
     if dist.is_initialized():
