@@ -32,7 +32,7 @@ Example::
     first = merge(base, taus, [1.0, 0.0, 0.0])        # gives back tuned[0]
 """
 
-from ._grid import GridResult, grid_points, grid_search, non_dominated_mask
+from ._grid import GridResult, grid_points, grid_search
 from ._map import MapResult, QuadraticSurrogate, fit_quadratic, map_front, n_quadratic_terms
 from ._methods import MergeResult, frank_wolfe_merge, task_arithmetic, ties
 from ._vectors import StateDict, merge, task_vectors
@@ -50,7 +50,6 @@ __all__ = [
     "map_front",
     "merge",
     "n_quadratic_terms",
-    "non_dominated_mask",
     "task_arithmetic",
     "task_vectors",
     "ties",

@@ -16,7 +16,9 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
-__all__ = ["GridResult", "grid_search", "non_dominated_mask"]
+from ..pareto import non_dominated_mask
+
+__all__ = ["GridResult", "grid_points", "grid_search"]
 
 Evaluate = Callable[[Tensor], Any]
 Sampler = Literal["auto", "grid", "sobol", "uniform"]
@@ -87,41 +89,6 @@ def evaluate_all(evaluate: Evaluate, C: Tensor, m: int | None = None) -> Tensor:
             raise ValueError(f"evaluate(c) returned a non-finite value at c = {C[n].tolist()}: {f.tolist()}")
         rows.append(f)
     return torch.stack(rows)
-
-
-def non_dominated_mask(F: Tensor, maximize: bool | Sequence[bool] = False) -> Tensor:
-    """Boolean mask (N,) of the rows of ``F`` (N, M) that no other row Pareto-dominates (no worse in every
-    objective, better in one; minimisation unless ``maximize``). Duplicates do not dominate each other."""
-    if not isinstance(F, Tensor) or F.dim() != 2:
-        raise ValueError(f"F must be a tensor of shape (N, M), got {getattr(F, 'shape', type(F).__name__)}")
-    G = F.to(torch.float64) * signs(maximize, F.shape[1]).to(F.device)
-    n = G.shape[0]
-    if G.shape[1] == 2 and n > 0:
-        return _non_dominated_2d(G)
-    mask = torch.ones(n, dtype=torch.bool, device=F.device)
-    for start in range(0, n, 1024):  # (chunk, N, M) comparisons at a time
-        block = G[start:start + 1024]
-        no_worse = (G.unsqueeze(0) <= block.unsqueeze(1)).all(dim=2)
-        better = (G.unsqueeze(0) < block.unsqueeze(1)).any(dim=2)
-        mask[start:start + 1024] = ~(no_worse & better).any(dim=1)
-    return mask
-
-
-def _non_dominated_2d(G: Tensor) -> Tensor:
-    """Two objectives in O(N log N): p is dominated iff some q with q_1 <= p_1 has q_2 < p_2, or some q with
-    q_1 < p_1 has q_2 <= p_2 (running minima of f_2 over the groups of equal f_1, sorted)."""
-    order = torch.argsort(G[:, 0])
-    f1, f2 = G[order, 0], G[order, 1]
-    _, group = torch.unique_consecutive(f1, return_inverse=True)
-    n_groups = int(group.max()) + 1
-    inf = torch.full((n_groups,), float("inf"), dtype=G.dtype, device=G.device)
-    group_min = inf.scatter_reduce(0, group, f2, reduce="amin")
-    upto = torch.cummin(group_min, dim=0).values  # min f_2 over f_1 <= this group's f_1
-    before = torch.cat([inf[:1], upto[:-1]])  # ... over f_1 < it
-    dominated = (upto[group] < f2) | (before[group] <= f2)
-    mask = torch.empty_like(dominated)
-    mask[order] = ~dominated
-    return mask
 
 
 def sobol(n: int, lo: Tensor, hi: Tensor, seed: int) -> Tensor:
@@ -217,5 +184,5 @@ def grid_search(
     """
     C = grid_points(k, budget, lo, hi, sampler=sampler, seed=seed)
     F = evaluate_all(evaluate, C)
-    return GridResult(coefficients=C, objectives=F, front_mask=non_dominated_mask(F, maximize),
-                      n_evals=C.shape[0])
+    front = non_dominated_mask(F * signs(maximize, F.shape[1]))  # minimisation orientation
+    return GridResult(coefficients=C, objectives=F, front_mask=front, n_evals=C.shape[0])

@@ -13,7 +13,17 @@ from ._conditioned import (
     evaluate_conditioned,
     train_conditioned,
 )
-from ._indicators import GD, IGD, GDPlus, Hypervolume, IGDPlus, Indicator, Spacing, Spread
+from ._indicators import (
+    GD,
+    IGD,
+    GDPlus,
+    Hypervolume,
+    IGDPlus,
+    Indicator,
+    Spacing,
+    Spread,
+    non_dominated_mask,
+)
 from ._problems import (
     DTLZ1,
     DTLZ2,
@@ -68,6 +78,7 @@ __all__ = [
     "evaluate_psl",
     "evaluation_preferences",
     "make_preference_method",
+    "non_dominated_mask",
     "preference_sweep",
     "problem",
     "problem_names",

@@ -156,6 +156,20 @@ def _lex_sorted(P: Tensor, first: int) -> Tensor:
     return P[torch.argsort(P[:, first], stable=True)]
 
 
+def non_dominated_mask(F: Tensor) -> Tensor:
+    """Boolean mask (N,) of the rows of ``F`` (N, M) that no other row Pareto-dominates: no worse in every
+    objective and better in one, minimisation as every indicator here (negate a column to maximise it).
+    Duplicates do not dominate each other."""
+    if not isinstance(F, Tensor) or F.dim() != 2:
+        raise ValueError(f"F must be a tensor of shape (N, M), got {getattr(F, 'shape', type(F).__name__)}")
+    mask = torch.ones(F.shape[0], dtype=torch.bool, device=F.device)
+    for start in range(0, F.shape[0], 1024):  # (chunk, N, M) comparisons at a time
+        block = F[start : start + 1024].unsqueeze(1)
+        dominated = ((F.unsqueeze(0) <= block).all(dim=2) & (F.unsqueeze(0) < block).any(dim=2)).any(dim=1)
+        mask[start : start + 1024] = ~dominated
+    return mask
+
+
 class Indicator(ABC):
     """Base of the quality indicators (pymoo style): public :meth:`do`, protected :meth:`_do`.
 
