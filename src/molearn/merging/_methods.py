@@ -307,27 +307,28 @@ def frank_wolfe_merge(
         return sd
 
     def scores(grads: dict[str, Tensor]) -> Tensor:
-        """The oracle's score of every pool vertex (the lowest is picked)."""
+        """The oracle's score of every pool vertex (the lowest is picked), summed on the gradients' device
+        (the caller's argmin is the only host read)."""
+        dev = grads[grad_keys[0]].device if grad_keys else torch.device("cpu")
         if alignment == "inner":
             # <g, theta_i> - <g, theta_0> = <g, tau_i>; the start point: sum_i c_init_i <g, tau_i>
-            gt = torch.zeros(k, dtype=torch.float64)
+            gt = torch.zeros(k, dtype=torch.float64, device=dev)
             for key in grad_keys:
                 g = grads[key].double()
                 for i, v in enumerate(vecs):
-                    gt[i] += float((g * v[key].detach().to(g.device, torch.float64)).sum())
-            return torch.stack([(vert * gt).sum() for vert in vertices])
-        out = torch.zeros(len(vertices), dtype=torch.float64)
+                    gt[i] += (g * v[key].detach().to(dev, torch.float64)).sum()
+            return torch.stack(vertices).to(dev) @ gt
+        out = torch.zeros(len(vertices), dtype=torch.float64, device=dev)
+        tiny = torch.finfo(torch.float64).tiny  # a zero norm has a zero inner product: the cosine counts 0
         for key in grad_keys:
             g = grads[key].double()
-            g_norm = float(g.norm())
+            g_norm = g.norm()
             for j, vert in enumerate(vertices):  # cos(g_p, s_p) with s the vertex's weights
-                w = base[key].detach().to(g.device, torch.float64, copy=True)
+                w = base[key].detach().to(dev, torch.float64, copy=True)
                 for i, cj in enumerate(vert.tolist()):
                     if cj != 0.0:
-                        w.add_(vecs[i][key].detach().to(g.device, torch.float64), alpha=cj)
-                denom = g_norm * float(w.norm())
-                if denom > 0.0:
-                    out[j] += float((g * w).sum()) / denom
+                        w.add_(vecs[i][key].detach().to(dev, torch.float64), alpha=cj)
+                out[j] += (g * w).sum() / (g_norm * w.norm()).clamp_min(tiny)
         return out
 
     flags = {key: params[key].requires_grad for key in grad_keys}

@@ -365,12 +365,12 @@ def test_non_dominated_mask() -> None:
     assert non_dominated_mask(-F_).tolist() == [False, False, False, True, True, True]
     # minimise f_1, maximise f_2: (0.5, 4) beats every other row
     assert non_dominated_mask(F_ * torch.tensor([1.0, -1.0])).tolist() == [False] * 4 + [True, False]
-    # the pairwise definition, ties and duplicates included
+    # the sort-based two-objective path agrees with the pairwise definition (ties and duplicates included)
     g = torch.Generator().manual_seed(0)
     R = torch.randint(0, 6, (300, 2), generator=g).to(D64)
     brute = ~((R.unsqueeze(0) <= R.unsqueeze(1)).all(2) & (R.unsqueeze(0) < R.unsqueeze(1)).any(2)).any(1)
     assert torch.equal(non_dominated_mask(R), brute)
-    R3 = torch.cat([R, torch.zeros(300, 1, dtype=D64)], 1)  # a constant third objective
+    R3 = torch.cat([R, torch.zeros(300, 1, dtype=D64)], 1)  # a constant third objective: pairwise path
     assert torch.equal(non_dominated_mask(R3), brute)
 
 
