@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import gc
 import os
 import socket
 import sys
@@ -415,7 +414,6 @@ def _worker(rank: int, world: int, port: int, args: argparse.Namespace, outdir: 
     finally:
         if rank == 0:
             torch.save(rows, Path(outdir) / f"rows{world}.pt")
-        gc.collect()  # no DDP model left holding the group: it must not outlive destroy_process_group()
         dist.destroy_process_group()
 
 
