@@ -1,5 +1,7 @@
 """Language-model post-training with several objectives: SFT and DPO losses, joint SFT+DPO trainers
-(ALRIGHT, MAXRIGHT, Mix, sequential baselines) on transformers/TRL/PEFT, offline data and models.
+(ALRIGHT, MAXRIGHT, Mix, sequential baselines) on transformers/TRL/PEFT, offline data and models;
+multi-objective alignment (K DPO-style losses, RPO, rewards, constructed and user preference data,
+:func:`train_alignment` with any molearn method).
 
 Needs the ``[llm]`` extra (``pip install molearn[llm]``); nothing here is imported by the core.
 """
@@ -10,6 +12,7 @@ _LAZY = {
     "JointResult": "._joint",
     "RECIPES": "._joint",
     "train_joint": "._joint",
+    "objective_values": "._joint",
     "sft_loss": "._losses",
     "dpo_loss": "._losses",
     "sequence_logps": "._losses",
@@ -28,11 +31,34 @@ _LAZY = {
     "validate_preference_rows": "._data",
     "validate_sft_rows": "._data",
     "SkipReport": "._data",
+    "DONT_KNOW": "._data",
     "ALoraConfig": "._alora",
     "ALoRALinear": "._alora",
     "alora_param_count": "._alora",
     "load_alora": "._alora",
     "BalancedTrainer": "._balance",
+    "AlignConfig": "._align",
+    "AlignResult": "._align",
+    "train_alignment": "._align",
+    "multi_preference_losses": "._align",
+    "rpo_loss": "._align",
+    "simplex_preferences": "._align",
+    "tokenize_multi": "._align",
+    "collate_multi": "._align",
+    "evaluate_alignment": "._align",
+    "multi_objective_preferences": "._align_data",
+    "multi_objective_from_files": "._align_data",
+    "load_preference_file": "._align_data",
+    "check_preference_rows": "._align_data",
+    "response_candidates": "._align_data",
+    "conflict_counts": "._align_data",
+    "correctness_reward": "._rewards",
+    "conciseness_reward": "._rewards",
+    "format_reward": "._rewards",
+    "normalize_answer": "._rewards",
+    "MiniLMSimilarity": "._rewards",
+    "reward_functions": "._rewards",
+    "minilm_path": "._rewards",
 }
 
 

@@ -9,6 +9,7 @@ from ._cosmos import COSMOS
 from ._db_mtl import DBMTL
 from ._dualproj import DualProj
 from ._dwa import DWA
+from ._dynamic_reward_weighting import DynamicRewardWeighting
 from ._epo import EPO
 from ._ew import EW
 from ._excess_mtl import ExcessMTL
@@ -60,6 +61,7 @@ __all__ = [
     "CAGrad",
     "ConFIG",
     "DualProj",
+    "DynamicRewardWeighting",
     "ExcessMTL",
     "FairGrad",
     "Fixed",
