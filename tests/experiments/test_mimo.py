@@ -62,3 +62,39 @@ def test_imbalance_probe_runs_on_tiny_data() -> None:
     assert [r["epoch"] for r in rows] == [1.0, 2.0]
     keys = {"image_alone", "audio_alone", "joint_fused", "joint_image", "joint_audio"}
     assert keys <= set(rows[0]) and all(0 <= rows[-1][k] <= 1 for k in keys)
+
+
+def test_paired_differences_by_seed() -> None:
+    runs = []
+    for s in range(4):
+        runs.append({"method": "mimo", "seed": s, "acc_fused": 0.80 + 0.01 * s, "acc_audio": 0.5})
+        runs.append({"method": "joint", "seed": s, "acc_fused": 0.70 + 0.01 * s, "acc_audio": 0.5 + 0.1 * s})
+    runs.append({"method": "joint", "seed": 9, "acc_fused": 0.0, "acc_audio": 0.0})  # no mimo partner
+    (row,) = mimo.paired(runs, ("joint", "mimo"), ["image", "audio"], "audio")
+    assert row["method"] == "joint" and row["seeds"] == 4  # seed 9 has no pair and is left out
+    assert row["d_fused"] == pytest.approx(0.10) and row["d_fused_ci"] == pytest.approx(0.0, abs=1e-9)
+    assert row["sep_fused"] == 1  # constant +10 points: separated, mimo better
+    assert row["d_weak"] == pytest.approx(-0.15) and row["sep_weak"] == 0  # -0, -10, -20, -30: CI spans 0
+    res = mimo.MimoResult(runs, [], ["image", "audio"], "audio", paired=[row])
+    assert mimo.verdict(res).startswith("supported") and "fused accuracy: above joint" in mimo.verdict(res)
+    res.paired = [{**row, "sep_fused": 0}]
+    assert mimo.verdict(res).startswith("not resolved at this scale")
+    res.paired = [{**row, "sep_fused": -1}]
+    assert mimo.verdict(res).startswith("contradicted")
+
+
+def test_checkpoint_resumes_matching_runs(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import io
+
+    ck = tmp_path / "ck.jsonl"
+    kw = dict(data="toy", methods=("joint", "unimodal", "mimo"), seeds=2, epochs=1, n_per_class=10)
+    first = mimo.run(**kw, checkpoint=ck)
+    assert len(ck.read_text().splitlines()) == 6
+    with open(ck, "a") as fh:
+        fh.write('{"method": "joint", "se')  # a line cut off by a kill is skipped
+    log = io.StringIO()
+    again = mimo.run(**kw, checkpoint=ck, log=log)
+    assert "6 of 6 runs reused" in log.getvalue()
+    assert again.runs == first.runs and [r["method"] for r in again.paired] == ["joint", "unimodal"]
+    other = mimo.run(**{**kw, "epochs": 2}, checkpoint=ck, log=io.StringIO())  # other settings: trained
+    assert all(r["steps"] == 2 * first.runs[0]["steps"] for r in other.runs)
