@@ -8,24 +8,39 @@ Fine-Tuning and Preference Learning" (arXiv 2410.15483, 2024; official code hesh
   objective's *unweighted* loss with the next batch of that objective only.
 - MAXRIGHT: stale weighted gaps s_SFT = (1−λ)(L_SFT − f*_SFT), s_DPO = λ(L_DPO − f*_DPO), initialised from
   one no-grad batch each; the step goes to argmax s (ties → SFT), the stepped objective's gap is refreshed
-  from its training loss, and both gaps are recomputed under no-grad every ``maxright_refresh`` steps.
+  from its training loss, and both gaps are recomputed under no-grad, on the step's own training batches,
+  every ``maxright_refresh`` steps (0 = never, the official ``--max_eval_steps -1``).
 - Mix: (1−λ) L_SFT + λ L_DPO every step (costs both objectives).
 - sft_dpo / dpo_sft: one stage after the other; the DPO reference is the model at the start of the DPO stage
   (after SFT for sft_dpo, as in the paper).
 
+**MAXRIGHT's f* is a value of the training objective.** In the official trainer
+(``xright/trainer/sft_dpo_maxright_trainer.py``, ``SFT_DPO_MAXRIGHT_Trainer.fit``) L is always the loss of a
+*training* batch (the initial stale values from the first batch of each train loader, the refresh every
+``max_eval_steps`` from the current step's train batches, the stepped objective's value from its training
+loss), and ``sft_opt`` / ``dpo_opt`` are the objective values of separately trained single-objective models
+(``examples/scripts/run_sft_dpo_optim_*.sh``) whose evaluation runs with ``--eval_split dummy``: that split
+does not exist, so ``xright/utils/utils.py:blending_datasets`` evaluates on the first 3 % of the *training*
+data, as the mean of per-batch losses. f* and L therefore come from the same data with the same reduction.
+An f* measured on held-out data is not comparable with L (a held-out loss is higher, so the gap of a
+well-fitted objective goes negative and MAXRIGHT stops stepping on it). :func:`objective_values` measures
+f on the training data with the running loss's reduction, and ``JointConfig.measure_f_star`` records it at
+the end of each stage of a sequential run (the stage's single-objective optimum).
+
 Defaults from the official scripts: β 0.1, lr 5e-5, AdamW betas (0.9, 0.95), weight decay 0, constant LR,
 grad clip 1.0, LoRA r=α=16, eval every ``eval_steps``, MAXRIGHT refresh every 10 steps (``max_eval_steps``).
 Deviations: the official code samples ALRIGHT objectives with numpy's global RNG and uses DeepSpeed FusedAdam;
-here a ``torch.Generator`` seeded by ``config.seed`` and ``torch.optim.AdamW``. The stopping rule
-(eps-close to
-f* or a reference Pareto point) is not implemented: runs last ``max_steps``. For ``dpo_sft`` the official
-reference model is an SFT-on-chosen model (``train_sft_pref``); here it is the model at the start
-(documented).
+here a ``torch.Generator`` seeded by ``config.seed`` and ``torch.optim.AdamW``. The official refresh counter
+restarts every epoch (``step % max_eval_steps`` with the in-epoch step); here it counts the steps of the run.
+The stopping rule (eps-close to f* or a reference Pareto point) is not implemented: runs last ``max_steps``.
+For ``dpo_sft`` the official reference model is an SFT-on-chosen model (``train_sft_pref``); here it is the
+model at the start (documented).
 """
 
 from __future__ import annotations
 
 import copy
+import logging
 import math
 import resource
 import tempfile
@@ -35,7 +50,9 @@ from typing import Any
 
 import torch
 
-__all__ = ["RECIPES", "JointConfig", "JointResult", "maxright_choice", "train_joint"]
+__all__ = ["RECIPES", "JointConfig", "JointResult", "maxright_choice", "objective_values", "train_joint"]
+
+logger = logging.getLogger("molearn.llm")
 
 RECIPES = ("alright", "maxright", "mix", "sft_dpo", "dpo_sft")
 
@@ -54,8 +71,15 @@ class JointConfig:
         lr, batch_size, max_length, grad_clip: optimizer / batching (batch_size is per objective; SFT and
             DPO batches have the same size; sequences are truncated to ``max_length`` tokens, see
             ``_losses.tokenize_*`` for how over-long prompts are handled).
-        maxright_refresh: MAXRIGHT recomputes both stale gaps every this many steps (official 10).
-        f_star_sft, f_star_dpo: optimal values of the separate objectives (0 when unknown).
+        maxright_refresh: MAXRIGHT recomputes both stale gaps every this many steps (official 10; 0 = never
+            after the initial values, the official ``--max_eval_steps -1``).
+        f_star_sft, f_star_dpo: optimal values of the separate objectives *on the training data* with the
+            running loss's reduction (:func:`objective_values`; the official ``sft_opt`` / ``dpo_opt``), 0
+            when unknown. A held-out (eval) loss is not comparable with MAXRIGHT's training-batch losses.
+        measure_f_star: record, at the last step of the first stage, that stage's objective(s) on the
+            training data (:func:`objective_values`) as ``train_sft`` / ``train_dpo`` in the history row (for
+            sequential recipes: the single-objective value f* of the first stage; for the others, both at the
+            end); costs one pass over the training set.
         eval_steps: evaluate both eval losses every this many steps (and at the end); 0 = only at the end.
         seed: seeds the objective sampler, data order and LoRA init.
         lora, lora_r, lora_alpha, target_modules: PEFT LoRA (default ``["q_proj", "v_proj"]``) or full
@@ -85,6 +109,7 @@ class JointConfig:
     target_modules: list[str] | None = None
     output_dir: str | None = None
     stage_steps: tuple[int, int] | None = None
+    measure_f_star: bool = False
 
     def __post_init__(self) -> None:
         if self.recipe not in RECIPES:
@@ -98,9 +123,11 @@ class JointConfig:
             raise ValueError(f"label_smoothing must be in [0, 0.5), got {self.label_smoothing!r}")
         if self.beta <= 0:
             raise ValueError(f"beta must be > 0, got {self.beta!r}")
-        for name in ("max_steps", "batch_size", "max_length", "maxright_refresh"):
+        for name in ("max_steps", "batch_size", "max_length"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)!r}")
+        if int(self.maxright_refresh) < 0:
+            raise ValueError(f"maxright_refresh must be >= 0 (0 = never), got {self.maxright_refresh!r}")
         if self.eval_steps < 0:
             raise ValueError(f"eval_steps must be >= 0, got {self.eval_steps!r}")
         if self.lr <= 0:
@@ -127,6 +154,8 @@ class JointResult:
         eval_sft, eval_dpo: final eval losses (train-set losses on one pass when no eval set was given).
         steps_per_objective: ``{"sft": n, "dpo": m}`` (Mix counts each step for both).
         seconds_per_step: mean wall time of an optimizer step (evaluation excluded).
+        cpu_seconds_per_step: mean CPU time (``time.process_time``, all threads of the process) of an
+            optimizer step (evaluation excluded); less sensitive than wall time to other load on the machine.
         peak_memory_bytes: CUDA max allocated when on GPU, else the process peak RSS.
         model: the trained model (a PEFT model with LoRA).
         skipped: records skipped because their prompt fills ``max_length`` (``{"sft": n, "preference": m}``).
@@ -139,6 +168,7 @@ class JointResult:
     eval_dpo: float = float("nan")
     steps_per_objective: dict[str, int] = field(default_factory=dict)
     seconds_per_step: float = float("nan")
+    cpu_seconds_per_step: float = float("nan")
     peak_memory_bytes: int = 0
     model: Any = None
     skipped: dict[str, int] = field(default_factory=dict)
@@ -213,13 +243,19 @@ def _build_trainer_class():
             if mode == "alright":
                 dpo = bool(torch.rand((), generator=self.rng).item() < lam)
                 return ("dpo", None, self.j["dpo"].next()) if dpo else ("sft", self.j["sft"].next(), None)
-            # maxright: both batches drawn; both gaps recomputed under no-grad every `maxright_refresh` steps
+            # maxright (official SFT_DPO_MAXRIGHT_Trainer.fit): both train batches drawn every step; both
+            # gaps computed under no-grad on them at the first step and every `maxright_refresh` steps
             sb, db = self.j["sft"].next(), self.j["dpo"].next()
-            if self.local_step % c.maxright_refresh == 0:
+            first = not self.gaps
+            if first or (c.maxright_refresh and self.local_step % c.maxright_refresh == 0):
                 with torch.no_grad():
                     self.gaps = {"sft": (1 - lam) * (float(self._sft(model, sb)) - c.f_star_sft),
                                  "dpo": lam * (float(self._dpo(model, db)) - c.f_star_dpo)}
                 self.pending["refreshed"] = True
+                if first and min(self.gaps.values()) < 0:
+                    logger.warning("MAXRIGHT: initial gap below 0 (%s): f* is above the training loss of "
+                                   "the start model; was f* measured on the training data "
+                                   "(objective_values)?", self.gaps)
             obj = maxright_choice(self.gaps["sft"], self.gaps["dpo"])
             return obj, sb, db
 
@@ -254,10 +290,12 @@ def _build_trainer_class():
 
         def on_step_begin(self, args, state, control, **kw):
             self.t0 = time.perf_counter()
+            self.c0 = time.process_time()
 
         def on_step_end(self, args, state, control, model=None, **kw):
             o = self.owner
             o["times"].append(time.perf_counter() - self.t0)
+            o["cpu"].append(time.process_time() - self.c0)
             o["mem"] = max(o["mem"], _memory_now())
             tr = o["trainer"]
             row = {"step": o["offset"] + state.global_step, **tr.pending}
@@ -266,6 +304,8 @@ def _build_trainer_class():
             last = state.global_step == state.max_steps and o["final_stage"]
             if (c.eval_steps and (o["offset"] + state.global_step) % c.eval_steps == 0) or last:
                 row.update(o["evaluate"](tr.model))
+            if c.measure_f_star and state.global_step == state.max_steps and o["offset"] == 0:
+                row.update(o["f_star"](tr.model, tr.j["mode"], tr.j["ref_model"]))
             o["history"].append(row)
 
     return JointTrainer, StepLog
@@ -274,6 +314,60 @@ def _build_trainer_class():
 def maxright_choice(gap_sft: float, gap_dpo: float) -> str:
     """MAXRIGHT's pick: the objective with the larger weighted stale gap (ties → SFT, as ``np.argmax``)."""
     return "dpo" if gap_dpo > gap_sft else "sft"
+
+
+def _mean_batch_losses(model, sft_tok: list, pref_tok: list, pad_id: int, config: JointConfig, ref_model,
+                       batch_size: int) -> tuple[float, float]:
+    from ._losses import collate_preference, collate_sft, dpo_loss_from_batch, sft_loss
+
+    was_training = model.training
+    model.eval()
+    out = []
+    with torch.no_grad():
+        vals = [float(sft_loss(model, collate_sft(sft_tok[i:i + batch_size], pad_id)))
+                for i in range(0, len(sft_tok), batch_size)]
+        out.append(sum(vals) / len(vals) if vals else float("nan"))
+        vals = [float(dpo_loss_from_batch(model, collate_preference(pref_tok[i:i + batch_size], pad_id,
+                                                                    config.max_length),
+                                          ref_model=ref_model, beta=config.beta,
+                                          label_smoothing=config.label_smoothing, loss_type=config.loss_type))
+                for i in range(0, len(pref_tok), batch_size)]
+        out.append(sum(vals) / len(vals) if vals else float("nan"))
+    if was_training:
+        model.train()
+    return out[0], out[1]
+
+
+def objective_values(model, tokenizer, sft_data, pref_data, config: JointConfig, *, ref_model=None,
+                     batch_size: int | None = None) -> tuple[float, float]:
+    """(f_SFT, f_DPO) of ``model`` on the given (training) data with the reduction of MAXRIGHT's running loss.
+
+    Each objective is the mean, over consecutive batches of ``batch_size`` (default ``config.batch_size``)
+    records, of the batch loss the trainer steps on (``sft_loss``: token mean of the batch; DPO: mean over
+    the batch's pairs), under no-grad in eval mode, as the official evaluation (``sft_evaluate`` /
+    ``rlhf_evaluate`` of ``xright/trainer/sft_dpo_maxright_trainer.py``: ``loss_sum / times``). On the
+    *training* data this is the quantity MAXRIGHT's f* must be (the official ``sft_opt`` / ``dpo_opt``
+    are evaluated on a subset of the training data; see the module docstring). An empty data set gives NaN.
+
+    Args:
+        model: the model (a PEFT model's adapter-disabled base is the DPO reference when ``ref_model`` is
+            None).
+        tokenizer: its tokenizer; sft_data / pref_data: records as for :func:`train_joint` (None = skip).
+        config: a ``JointConfig`` (``max_length``, ``beta``, loss settings, default batch size).
+    """
+    from ._losses import tokenize_all
+
+    if not isinstance(config, JointConfig):
+        raise TypeError(f"config must be a JointConfig, got {type(config).__name__}")
+    bs = int(batch_size or config.batch_size)
+    if bs < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size!r}")
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    sft_tok = tokenize_all(sft_data, tokenizer, config.max_length, "sft")[0] if sft_data is not None else []
+    pref_tok = (tokenize_all(pref_data, tokenizer, config.max_length, "preference")[0]
+                if pref_data is not None else [])
+    return _mean_batch_losses(model, sft_tok, pref_tok, int(tokenizer.pad_token_id), config, ref_model, bs)
 
 
 def _memory_now() -> int:
@@ -321,7 +415,7 @@ def _add_lora(model, config: JointConfig, seed: int):
 
 
 def train_joint(model, tokenizer, sft_train, pref_train, config: JointConfig, *, sft_eval=None,
-                pref_eval=None) -> JointResult:
+                pref_eval=None, evaluate=None) -> JointResult:
     """Train ``model`` on SFT data and preference data with ``config.recipe``.
 
     Args:
@@ -334,6 +428,8 @@ def train_joint(model, tokenizer, sft_train, pref_train, config: JointConfig, *,
         pref_train: ``datasets.Dataset`` (or list of dicts) with ``prompt``/``chosen``/``rejected`` strings.
         config: a ``JointConfig``.
         sft_eval, pref_eval: eval sets in the same formats (the training sets are used when None).
+        evaluate: optional ``callable(model) -> dict`` replacing the built-in evaluation on evaluation steps
+            (its items go into the history row; ``eval_sft`` / ``eval_dpo`` items give the final values).
 
     Bad records (missing fields, empty responses) raise ValueError naming the record; records whose prompt
     fills ``max_length`` are skipped, counted (``JointResult.skipped``) and logged.
@@ -375,7 +471,7 @@ def train_joint(model, tokenizer, sft_train, pref_train, config: JointConfig, *,
 
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
-    owner: dict[str, Any] = {"times": [], "mem": 0, "history": [], "config": config, "offset": 0}
+    owner: dict[str, Any] = {"times": [], "cpu": [], "mem": 0, "history": [], "config": config, "offset": 0}
     JointTrainer, StepLog = _build_trainer_class()
     streams = {"sft": _Stream(sft_tr, col_s, config.batch_size, config.seed + 1),
                "dpo": _Stream(pref_tr, col_p, config.batch_size, config.seed + 2)}
@@ -407,7 +503,9 @@ def train_joint(model, tokenizer, sft_train, pref_train, config: JointConfig, *,
         if ref_model is not None:
             ref_model.to(args.device)
         owner.update(trainer=trainer, final_stage=(k == len(stages) - 1),
-                     evaluate=lambda m, rm=ref_model: _evaluate(m, sft_ev, pref_ev, pad_id, config, rm))
+                     evaluate=(evaluate if evaluate is not None else
+                               lambda m, rm=ref_model: _evaluate(m, sft_ev, pref_ev, pad_id, config, rm)),
+                     f_star=lambda m, md, rm: _stage_f_star(m, md, rm, sft_tr, pref_tr, pad_id, config))
         trainer.train()
         owner["offset"] += n_steps
         model = trainer.model
@@ -423,7 +521,7 @@ def train_joint(model, tokenizer, sft_train, pref_train, config: JointConfig, *,
             counts["dpo"] += 1
         elif row.get("objective") in counts:
             counts[row["objective"]] += 1
-    times = owner["times"]
+    times, cpu = owner["times"], owner["cpu"]
     if config.output_dir is None:
         import shutil
 
@@ -432,8 +530,18 @@ def train_joint(model, tokenizer, sft_train, pref_train, config: JointConfig, *,
                        eval_sft=float(final.get("eval_sft", float("nan"))),
                        eval_dpo=float(final.get("eval_dpo", float("nan"))), steps_per_objective=counts,
                        seconds_per_step=float(sum(times) / len(times)) if times else float("nan"),
+                       cpu_seconds_per_step=float(sum(cpu) / len(cpu)) if cpu else float("nan"),
                        peak_memory_bytes=int(owner["mem"]), model=model,
                        skipped={"sft": skip_s.total, "preference": skip_p.total})
+
+
+def _stage_f_star(model, mode: str, ref_model, sft_tr: list, pref_tr: list, pad_id: int,
+                  config: JointConfig) -> dict[str, float]:
+    """The stage's own objective(s) on the training data (``objective_values``' reduction)."""
+    f_sft, f_dpo = _mean_batch_losses(model, sft_tr if mode in ("sft", "mix", "alright", "maxright") else [],
+                                      pref_tr if mode != "sft" else [], pad_id, config, ref_model,
+                                      config.batch_size)
+    return {k: v for k, v in (("train_sft", f_sft), ("train_dpo", f_dpo)) if math.isfinite(v)}
 
 
 def _frozen_copy(model):
