@@ -42,7 +42,6 @@ _LAZY = {
     "train_alignment": "._align",
     "multi_preference_losses": "._align",
     "rpo_loss": "._align",
-    "simplex_preferences": "._align",
     "tokenize_multi": "._align",
     "collate_multi": "._align",
     "evaluate_alignment": "._align",

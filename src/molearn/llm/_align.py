@@ -30,10 +30,10 @@ Per objective and pair, with summed response log-probabilities and
 file per objective), the loss (DPO or RPO), the model (SmolLM2-135M-Instruct by default, LoRA adapters on
 ``lora_targets``) and the method: any molearn method name (``"ew"``, ``"mgda"``, ``"cagrad"``, ``"famo"``,
 ``"dynamicrewardweighting"``, ...; :func:`molearn.methods.get`) run by :class:`molearn.llm.BalancedTrainer`,
-or ``"linear"`` (linear scalarisation, :class:`molearn.methods.Fixed`) — with ``preferences`` (a count for
-:func:`simplex_preferences`, the grid of :func:`molearn.pareto.uniform_preferences`, or explicit vectors)
-one run per preference (``"linear"`` uses it as the weights, other methods get ``pref=``, as
-:func:`molearn.pareto.make_preference_method` does, without its per-method defaults). Each run starts from
+or ``"linear"`` (linear scalarisation, :class:`molearn.methods.Fixed`) — with ``preferences`` (vectors, e.g.
+the grid of :func:`molearn.pareto.uniform_preferences`) one run per preference (``"linear"`` uses it as the
+weights, other methods get ``pref=``, as :func:`molearn.pareto.make_preference_method` does, without its
+per-method defaults). Each run starts from
 a fresh copy of the base model. Evaluation on held-out rows (disjoint questions): per objective, the mean
 DPO loss and the preference accuracy (share of pairs with :math:`\\Delta > 0`), before and after training;
 with ``generate_eval > 0`` and constructed data also the mean reward of greedy generations per objective.
@@ -63,7 +63,6 @@ __all__ = [
     "evaluate_alignment",
     "multi_preference_losses",
     "rpo_loss",
-    "simplex_preferences",
     "tokenize_multi",
     "train_alignment",
 ]
@@ -171,30 +170,6 @@ def multi_preference_losses(model: Any, batch: Mapping[str, Any], *, ref_model: 
 # ------------------------------------------------------------------------------------------ config
 
 
-def simplex_preferences(k: int, n: int, *, boundary: float = 1e-3) -> Tensor:
-    """At most ``n`` preference vectors on the K-simplex, (N, K) float64: K = 2, ``n`` evenly spaced
-    ``(t, 1 - t)``; K > 2, the Das–Dennis lattice (all ``i/H`` compositions) with the largest ``H`` whose
-    size ``C(H + K - 1, K - 1)`` is at most ``n`` (at least the K vertices); pulled into the interior as
-    ``(1 - K·boundary) p + boundary`` — the same grid as :func:`molearn.pareto.uniform_preferences`."""
-    if k < 2 or n < 2:
-        raise ValueError(f"a preference sweep needs at least 2 objectives and 2 preferences, got {k}, {n}")
-    if k == 2:
-        t = torch.linspace(0.0, 1.0, n, dtype=torch.float64)
-        p = torch.stack([t, 1 - t], dim=1)
-    else:
-        h = 1
-        while math.comb(h + k, k - 1) <= n:
-            h += 1
-
-        def parts(total: int, slots: int) -> list[list[int]]:
-            if slots == 1:
-                return [[total]]
-            return [[i, *rest] for i in range(total, -1, -1) for rest in parts(total - i, slots - 1)]
-
-        p = torch.tensor(parts(h, k), dtype=torch.float64) / h
-    return (1 - k * boundary) * p + boundary
-
-
 @dataclass
 class AlignConfig:
     """Everything :func:`train_alignment` needs (see the module docstring).
@@ -205,8 +180,8 @@ class AlignConfig:
             ``similarity``).
         method: a molearn method name or ``"linear"`` (linear scalarisation).
         method_kwargs: keyword arguments of the method.
-        preferences: None (one run), a count (:func:`simplex_preferences`) or explicit
-            vectors (one run each; ``"linear"`` uses them as weights, other methods get ``pref=``).
+        preferences: None (one run) or preference vectors, e.g. ``molearn.pareto.uniform_preferences(K, n)``
+            (one run each; ``"linear"`` uses them as weights, other methods get ``pref=``).
         loss: ``"dpo"`` or ``"rpo"``; ``beta``, ``label_smoothing``; ``rpo_eta`` (None = official value of
             ``rpo_normalization``: 0.005 for ``"sum"``, 0.2 for ``"mean"``).
         data: ``"constructed"`` or a mapping objective → preference file (JSONL/JSON, one per objective).
@@ -226,7 +201,7 @@ class AlignConfig:
     objectives: tuple[str, ...] = ("correctness", "conciseness", "format")
     method: str = "ew"
     method_kwargs: dict[str, Any] = field(default_factory=dict)
-    preferences: int | Sequence[Sequence[float]] | None = None
+    preferences: Sequence[Sequence[float]] | Tensor | None = None
     loss: str = "dpo"
     beta: float = 0.1
     label_smoothing: float = 0.0
@@ -273,15 +248,17 @@ class AlignConfig:
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.method.lower() in _LINEAR and self.preferences is None:
-            raise ValueError("method 'linear' needs preferences (a count or explicit weight vectors)")
+            raise ValueError("method 'linear' needs preferences (weight vectors, e.g. "
+                             "molearn.pareto.uniform_preferences(K, n))")
+        if isinstance(self.preferences, int):
+            raise TypeError("preferences must be vectors, not a count: use "
+                            f"molearn.pareto.uniform_preferences({len(self.objectives)}, {self.preferences})")
 
     def preference_vectors(self) -> list[Tensor | None]:
         """The preference of each run (``[None]`` without a sweep)."""
         if self.preferences is None:
             return [None]
         k = len(self.objectives)
-        if isinstance(self.preferences, int):
-            return list(simplex_preferences(k, self.preferences))
         prefs: list[Tensor | None] = [torch.as_tensor(p, dtype=torch.float64) for p in self.preferences]
         bad = [tuple(p.shape) for p in prefs if p is not None and p.shape != (k,)]
         if bad:

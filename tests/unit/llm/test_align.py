@@ -144,17 +144,14 @@ def test_linear_scalarisation_sweep_and_rpo() -> None:
     for r, w in zip(results, ([1.0, 0.0, 0.0], [0.2, 0.3, 0.5]), strict=True):
         h = next(h for h in r.log if "weight_0" in h)
         assert [h[f"weight_{k}"] for k in range(3)] == pytest.approx(w)
-    # a count of preferences: the grid of molearn.pareto.uniform_preferences
-    assert len(AlignConfig(objectives=OBJ, method="linear", preferences=3).preference_vectors()) == 3
-
-
-@pytest.mark.parametrize(("k", "n"), [(2, 5), (3, 3), (3, 10), (4, 15)])
-def test_simplex_preferences_is_the_pareto_grid(k: int, n: int) -> None:
-    from molearn.llm import simplex_preferences
+    # a sweep from molearn.pareto's grid; a bare count names that function
     from molearn.pareto import uniform_preferences
 
-    ours, theirs = simplex_preferences(k, n), uniform_preferences(k, n)
-    assert sorted(map(tuple, ours.tolist())) == sorted(map(tuple, theirs.tolist()))
+    grid = uniform_preferences(3, 10)
+    vectors = AlignConfig(objectives=OBJ, method="linear", preferences=grid).preference_vectors()
+    assert torch.equal(torch.stack(vectors), grid)
+    with pytest.raises(TypeError, match=r"uniform_preferences\(3, 10\)"):
+        AlignConfig(objectives=OBJ, method="linear", preferences=10)
 
 
 def test_every_single_batch_method_builds_from_the_config() -> None:
