@@ -54,7 +54,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ._losses import collate_preference, reference_context, sequence_logps, tokenize_preference
+from ._losses import collate_preference, dpo_loss, reference_context, sequence_logps, tokenize_preference
 
 __all__ = [
     "AlignConfig",
@@ -85,16 +85,15 @@ def rpo_loss(policy_chosen: Tensor, policy_rejected: Tensor, ref_chosen: Tensor,
     eta = RPO_ETA[normalization] if eta is None else float(eta)
     if not eta >= 0:
         raise ValueError(f"eta must be >= 0, got {eta}")
-    delta = (policy_chosen - ref_chosen) - (policy_rejected - ref_rejected)
-    losses = (-(1 - label_smoothing) * F.logsigmoid(beta * delta)
-              - label_smoothing * F.logsigmoid(-beta * delta))
     if normalization == "sum":
         sft = -beta * policy_chosen
     else:
         if chosen_lengths is None:
             raise ValueError("RPO with normalization='mean' needs chosen_lengths (response token counts)")
         sft = -policy_chosen / chosen_lengths.to(policy_chosen.dtype).clamp(min=1)
-    return (losses + eta * sft).mean()
+    dpo = dpo_loss(policy_chosen, policy_rejected, ref_chosen, ref_rejected, beta=beta,
+                   label_smoothing=label_smoothing)
+    return dpo + eta * sft.mean()
 
 
 # ------------------------------------------------------------------------------------------ batches
@@ -155,9 +154,8 @@ def multi_preference_losses(model: Any, batch: Mapping[str, Any], *, ref_model: 
     rc, rr = ref_c.detach().reshape(k, -1), ref_r.detach().reshape(k, -1)
     c_len = lengths[: chosen.shape[0]].reshape(k, -1)
     if loss == "dpo":
-        delta = (c - rc) - (r - rr)
-        per = (-(1 - label_smoothing) * F.logsigmoid(beta * delta)
-               - label_smoothing * F.logsigmoid(-beta * delta)).mean(dim=1)
+        per = torch.stack([dpo_loss(c[i], r[i], rc[i], rr[i], beta=beta, label_smoothing=label_smoothing)
+                           for i in range(k)])
     else:
         per = torch.stack([rpo_loss(c[i], r[i], rc[i], rr[i], beta=beta, eta=rpo_eta,
                                     normalization=rpo_normalization, chosen_lengths=c_len[i],
