@@ -338,11 +338,12 @@ def _generation_rewards(model: Any, tokenizer: Any, rows: Sequence[Mapping[str, 
     finally:
         model.train(was_training)
     refs = [r["reference"] for r in rows]
+    from ._rewards import reward_values
+
     result = {}
     for name, fn in rewards.items():
-        pairwise = getattr(fn, "pairwise", None)
-        values = pairwise(texts, refs) if callable(pairwise) else [fn(t, ref) for t, ref in zip(texts, refs)]
-        result[name] = float(sum(values) / max(len(values), 1))
+        values = reward_values(fn, texts, refs)
+        result[name] = sum(values) / max(len(values), 1)
     return result
 
 

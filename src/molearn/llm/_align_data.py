@@ -58,7 +58,7 @@ from ._data import (
     split_by_question,
     validate_preference_rows,
 )
-from ._rewards import correctness_reward, reward_functions
+from ._rewards import correctness_reward, reward_functions, reward_values
 
 __all__ = [
     "CANDIDATE_KINDS",
@@ -108,13 +108,9 @@ def _score(rows: list[dict[str, Any]], rewards: Mapping[str, Callable[[str, str]
     for r in rows:
         r["rewards"] = {kind: {} for kind in r["candidates"]}
     for name, fn in rewards.items():
-        pairwise = getattr(fn, "pairwise", None)
-        if callable(pairwise):
-            values = pairwise([t for _, _, t, _ in flat], [ref for _, _, _, ref in flat])
-        else:
-            values = [fn(t, ref) for _, _, t, ref in flat]
+        values = reward_values(fn, [t for _, _, t, _ in flat], [ref for _, _, _, ref in flat])
         for (i, kind, _, _), v in zip(flat, values, strict=True):
-            rows[i]["rewards"][kind][name] = float(v)
+            rows[i]["rewards"][kind][name] = v
 
 
 def multi_objective_preferences(

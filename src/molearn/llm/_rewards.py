@@ -42,6 +42,7 @@ __all__ = [
     "minilm_path",
     "normalize_answer",
     "reward_functions",
+    "reward_values",
 ]
 
 Reward = Callable[[str, str], float]
@@ -175,3 +176,12 @@ def reward_functions(names: Sequence[str], *, similarity: Reward | None = None) 
         else:
             raise ValueError(f"unknown reward {name!r}; known: {sorted([*REWARDS, 'similarity'])}")
     return out
+
+
+def reward_values(fn: Reward, responses: Sequence[str], references: Sequence[str]) -> list[float]:
+    """``fn`` on each (response, reference) pair; one batched call when ``fn`` has a ``pairwise`` method
+    (:class:`MiniLMSimilarity`)."""
+    pairwise = getattr(fn, "pairwise", None)
+    if callable(pairwise):
+        return [float(v) for v in pairwise(list(responses), list(references))]
+    return [float(fn(t, ref)) for t, ref in zip(responses, references, strict=True)]
