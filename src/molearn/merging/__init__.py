@@ -17,7 +17,9 @@ adapter state dicts alike. Integer buffers (``num_batches_tracked``) are copied 
   gradient of the summed task losses (Chen et al., ICCV 2025);
 - :func:`map_front`: MAP, quadratic surrogates of the metrics in :math:`c` and their amortised Pareto front
   (Li et al., arXiv:2406.07529);
-- :func:`grid_search`: the baseline, the metrics on a regular grid of :math:`c` at a given budget.
+- :func:`grid_search`: the baseline, the metrics on a regular grid of :math:`c` at a given budget;
+- :func:`lora_task_vector`, :func:`load_lora_task_vector`: a LoRA adapter's dense task vector
+  :math:`s\,BA` under the base model's weight names, so K adapters of one base merge like K fine-tunes.
 
 Example::
 
@@ -33,6 +35,7 @@ Example::
 """
 
 from ._grid import GridResult, grid_points, grid_search
+from ._lora import load_lora_task_vector, lora_task_vector
 from ._map import MapResult, QuadraticSurrogate, fit_quadratic, map_front, n_quadratic_terms
 from ._methods import MergeResult, frank_wolfe_merge, task_arithmetic, ties
 from ._vectors import StateDict, merge, task_vectors
@@ -47,6 +50,8 @@ __all__ = [
     "frank_wolfe_merge",
     "grid_points",
     "grid_search",
+    "load_lora_task_vector",
+    "lora_task_vector",
     "map_front",
     "merge",
     "n_quadratic_terms",
