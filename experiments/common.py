@@ -26,6 +26,7 @@ import csv
 import importlib
 import inspect
 import os
+import resource
 import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -282,6 +283,50 @@ def t_quantile(df: int, level: float = 0.95) -> float:
     from scipy import stats
 
     return float(stats.t.ppf(0.5 + level / 2, df))
+
+
+# ------------------------------------------------------------------------------------------ memory
+def _status_kib(field_name: str) -> int | None:
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith(field_name + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def reset_peak_memory() -> int:
+    """Start a per-run peak: free what the last run left (gc, glibc ``malloc_trim``), reset the kernel's peak
+    RSS (``/proc/self/clear_refs`` ← 5, Linux ≥ 4.0) or CUDA's peak; returns the current memory in bytes."""
+    import gc
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+        return int(torch.cuda.memory_allocated())
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+    except OSError:
+        pass
+    return (_status_kib("VmRSS") or 0) * 1024
+
+
+def peak_memory() -> int:
+    """Peak since :func:`reset_peak_memory`: CUDA max allocated, else the kernel's peak RSS (VmHWM; the
+    process lifetime peak where the reset is not available)."""
+    if torch.cuda.is_available():
+        return int(torch.cuda.max_memory_allocated())
+    hwm = _status_kib("VmHWM")
+    return hwm * 1024 if hwm is not None else int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
 
 
 # ------------------------------------------------------------------------------------------ outputs

@@ -45,7 +45,6 @@ import json
 import math
 import multiprocessing
 import os
-import resource
 import sys
 import time
 from collections.abc import Sequence
@@ -261,53 +260,6 @@ class HeldOut:
                 "eval_acc": wins / max(npairs, 1.0)}
 
 
-def _status_kib(field_name: str) -> int | None:
-    try:
-        with open("/proc/self/status") as fh:
-            for line in fh:
-                if line.startswith(field_name + ":"):
-                    return int(line.split()[1])
-    except OSError:
-        return None
-    return None
-
-
-def reset_peak_memory() -> int:
-    """Start a per-run peak: free what the last run left (gc, glibc ``malloc_trim``), reset the kernel's peak
-    RSS (``/proc/self/clear_refs`` ← 5, Linux ≥ 4.0) or CUDA's peak; returns the current memory in bytes."""
-    import gc
-
-    import torch
-
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.reset_peak_memory_stats()
-        return int(torch.cuda.memory_allocated())
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
-    try:
-        with open("/proc/self/clear_refs", "w") as fh:
-            fh.write("5")
-    except OSError:
-        pass
-    return (_status_kib("VmRSS") or 0) * 1024
-
-
-def peak_memory() -> int:
-    """Peak since :func:`reset_peak_memory`: CUDA max allocated, else the kernel's peak RSS (VmHWM; the
-    process lifetime peak where the reset is not available)."""
-    import torch
-
-    if torch.cuda.is_available():
-        return int(torch.cuda.max_memory_allocated())
-    hwm = _status_kib("VmHWM")
-    return hwm * 1024 if hwm is not None else int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
-
-
 def run_one(s: Settings, seed: int, recipe: str, lam: float, f_star: tuple[float, float] = (0.0, 0.0),
             state: dict[str, Any] | None = None, with_initial: bool = False) -> JointRunRecord:
     """Train ``recipe`` at λ = ``lam`` for ``seed`` from a fresh copy of π₀; evaluates along the way. The
@@ -331,7 +283,7 @@ def run_one(s: Settings, seed: int, recipe: str, lam: float, f_star: tuple[float
                       f_star_sft=f_star[0], f_star_dpo=f_star[1], eval_steps=s.eval_steps, seed=seed,
                       lora=True, lora_r=s.lora_r, lora_alpha=s.lora_alpha,
                       measure_f_star=recipe in SEQUENTIAL)
-    base_mem = reset_peak_memory()
+    base_mem = common.reset_peak_memory()
     t0 = time.perf_counter()
     res = train_joint(copy.deepcopy(state["base"]), state["tok"], state["data"]["sft_train"],
                       state["data"]["pref_train"], cfg, evaluate=held_out)
@@ -342,7 +294,7 @@ def run_one(s: Settings, seed: int, recipe: str, lam: float, f_star: tuple[float
         f_dpo=float(last["eval_dpo"]), acc=float(last["eval_acc"]),
         steps_sft=int(res.steps_per_objective.get("sft", 0)),
         steps_dpo=int(res.steps_per_objective.get("dpo", 0)), seconds_per_step=res.seconds_per_step,
-        cpu_seconds_per_step=res.cpu_seconds_per_step, peak_memory_bytes=peak_memory(), wall_s=wall,
+        cpu_seconds_per_step=res.cpu_seconds_per_step, peak_memory_bytes=common.peak_memory(), wall_s=wall,
         base_memory_bytes=base_mem,
         f_star=tuple(f_star), initial=initial, history=[dict(row) for row in res.history])
 
