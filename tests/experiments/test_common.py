@@ -16,7 +16,7 @@ NAMES = sorted(p.parent.name for p in Path(common.__file__).parent.glob("*/run.p
 
 def test_every_experiment_has_a_script() -> None:
     expected = ["toy", "stochastic-toy", "modo-tradeoff", "objective-sampling", "llm-joint", "fed-alora",
-                "open-fl", "mimo", "pareto-data", "merging"]  # fmt: skip
+                "open-fl", "mimo", "pareto-data", "merging", "alignment"]  # fmt: skip
     assert sorted(expected) == NAMES
 
 
