@@ -71,7 +71,7 @@ class Settings:
     max_length: int = 128
     eval_batch_size: int = 4
     merge_objectives: tuple[str, ...] = ("conciseness", "format")
-    dense: int = 4  # the reference grid: dense x dense coefficients
+    dense: int = 7  # the reference grid: dense x dense coefficients (7 x 7 holds the 4 x 4 grid)
     n_prefs: int = 4  # MAP's front points
     model: str | None = None
 
@@ -210,11 +210,15 @@ def merge_job(st: State, s: Settings, seed: int, out: Path, wait_s: float = 7200
     base = {name: full[name].detach().clone() for name in taus[0]}
     policy = copy.deepcopy(st.model).eval()
     points: list[dict[str, Any]] = []
+    seen: dict[tuple[float, ...], torch.Tensor] = {}  # a coefficient vector another method already scored
 
     def evaluate(c: torch.Tensor, method: str) -> torch.Tensor:
-        policy.load_state_dict(merge(base, taus, c), strict=False)
-        ev = st.score_merge(policy)
-        f = torch.tensor([ev[o]["loss"] for o in s.merge_objectives], dtype=torch.float64)
+        key = tuple(round(x, 12) for x in c.tolist())
+        if key not in seen:
+            policy.load_state_dict(merge(base, taus, c), strict=False)
+            ev = st.score_merge(policy)
+            seen[key] = torch.tensor([ev[o]["loss"] for o in s.merge_objectives], dtype=torch.float64)
+        f = seen[key]
         points.append({"seed": seed, "method": method, "c": c.tolist(), "f": f.tolist()})
         return f
 
